@@ -1,0 +1,1 @@
+"""Storage: offline (Delta Lake) and online (Redis, embedded SQLite, in-memory) stores."""
