@@ -66,7 +66,7 @@ class FeatureStoreError(Exception):
         if self.obj:
             where.append(self.obj)
         if self.field:
-            where.append(f"field {self.field!r}")
+            where.append(f"field {self.field}")
         text = ": ".join([", ".join(where), self.message]) if where else self.message
         if self.value is not None:
             text += f" (got {_short(self.value)})"

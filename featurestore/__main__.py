@@ -1,0 +1,3 @@
+from featurestore.cli.main import main
+
+main()

@@ -1,0 +1,31 @@
+"""``featurestore init``: a runnable example repo with generated sample data."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from featurestore.errors import DefinitionError
+
+TEMPLATE = Path(__file__).parent / "quickstart"
+
+
+def init_repo(target: str | Path, *, project: str | None = None, force: bool = False) -> Path:
+    """Create a feature repo at ``target`` from the quickstart template."""
+    from featurestore.scaffold.sample_data import write_sample_data
+
+    root = Path(target).resolve()
+    if root.exists() and any(root.iterdir()) and not force:
+        raise DefinitionError("directory exists and is not empty", obj=str(root),
+                              hint="choose a new directory or pass --force")
+    root.mkdir(parents=True, exist_ok=True)
+    for item in TEMPLATE.iterdir():
+        if item.name == "__pycache__":
+            continue
+        shutil.copy(item, root / item.name)
+    name = project or root.name.replace("-", "_")
+    toml = root / "featurestore.toml"
+    toml.write_text(toml.read_text().replace('name = "quickstart"', f'name = "{name}"'))
+    write_sample_data(root)
+    (root / ".gitignore").write_text(".featurestore/\n__pycache__/\n")
+    return root

@@ -1,0 +1,37 @@
+"""Feature definitions of the quickstart repo: drivers of a ride-hailing service."""
+
+import polars as pl
+
+from featurestore import BatchSource, Entity, FeatureService, FeatureView, Field
+
+driver = Entity(name="driver", join_keys={"driver_id": "int64"}, description="A driver")
+
+driver_stats_source = BatchSource(
+    name="driver_stats_source",
+    path="data/driver_stats.parquet",
+    timestamp_field="event_timestamp",
+    created_timestamp_field="created",
+    description="Hourly driver statistics exported by the trips service",
+)
+
+driver_hourly_stats = FeatureView(
+    name="driver_hourly_stats",
+    entities=[driver],
+    source=driver_stats_source,
+    ttl="2d",
+    transform={"acceptance_gap": pl.col("conv_rate") - pl.col("acc_rate")},
+    fields=[
+        Field(name="conv_rate", dtype=pl.Float64),
+        Field(name="acc_rate", dtype=pl.Float64),
+        Field(name="avg_daily_trips", dtype=pl.Int64),
+        Field(name="acceptance_gap", dtype=pl.Float64),
+    ],
+    owner="ml-platform@example.com",
+    tags={"team": "driver-ranking"},
+)
+
+driver_ranking = FeatureService(
+    name="driver_ranking",
+    features=[driver_hourly_stats],
+    description="Features of the driver ranking model",
+)

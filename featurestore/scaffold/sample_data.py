@@ -1,0 +1,43 @@
+"""Deterministic sample data for the quickstart repo (no downloads)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+SAMPLE_END = datetime(2026, 1, 8, tzinfo=UTC)
+
+
+def driver_stats(*, drivers: int = 20, days: int = 7, seed: int = 7) -> pl.DataFrame:
+    """Hourly stats for ``drivers`` drivers over ``days`` days ending at SAMPLE_END."""
+    rng = np.random.default_rng(seed)
+    hours = days * 24
+    start = SAMPLE_END - timedelta(hours=hours)
+    ids = np.repeat(np.arange(1001, 1001 + drivers, dtype=np.int64), hours)
+    offsets = np.tile(np.arange(hours, dtype=np.int64), drivers)
+    event = pl.Series([start]).dt.cast_time_unit("us")[0]
+    ts = pl.datetime_range(event, event + timedelta(hours=hours - 1), "1h",
+                           time_unit="us", time_zone="UTC", eager=True)
+    frame = pl.DataFrame({
+        "driver_id": ids,
+        "event_timestamp": ts.gather(offsets),
+        "conv_rate": rng.random(ids.size).round(4),
+        "acc_rate": rng.random(ids.size).round(4),
+        "avg_daily_trips": rng.integers(0, 1000, ids.size),
+    })
+    # rows land a few minutes after the hour they describe
+    return frame.with_columns(
+        created=pl.col("event_timestamp") + pl.duration(minutes=pl.lit(rng.integers(1, 30,
+                                                                                    ids.size)))
+    )
+
+
+def write_sample_data(repo: Path) -> list[Path]:
+    data = repo / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    path = data / "driver_stats.parquet"
+    driver_stats().write_parquet(path)
+    return [path]
