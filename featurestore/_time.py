@@ -41,7 +41,8 @@ def parse_duration_us(value: Any) -> int:
         if parts and "".join(n + u for n, u in parts) == text:
             return sum(int(n) * _UNITS_US[u] for n, u in parts)
     raise ValueError(
-        f"not a duration: {value!r}; use a timedelta, seconds, or a string like '90s', '1h30m', '7d'"
+        f"not a duration: {value!r}; use a timedelta, seconds, "
+        "or a string like '90s', '1h30m', '7d'"
     )
 
 
@@ -72,7 +73,8 @@ def to_utc(value: datetime | str | int, *, what: str = "timestamp") -> datetime:
             "is a naive datetime",
             field=what,
             value=value,
-            hint="Give a time zone, e.g. datetime(..., tzinfo=timezone.utc) or '2024-01-01T00:00:00Z'",
+            hint="Give a time zone, e.g. datetime(..., tzinfo=timezone.utc) "
+            "or '2024-01-01T00:00:00Z'",
         )
     return value.astimezone(UTC)
 
@@ -115,14 +117,16 @@ def utc_column(df: pl.DataFrame | pl.LazyFrame, column: str, *, obj: str) -> pl.
             f"timestamp column has dtype {dtype}, not a datetime",
             obj=obj,
             field=column,
-            hint="Cast it to a tz-aware datetime, e.g. pl.col(c).str.to_datetime().dt.replace_time_zone('UTC')",
+            hint="Cast it to a tz-aware datetime, "
+            "e.g. pl.col(c).str.to_datetime().dt.replace_time_zone('UTC')",
         )
     if dtype.time_zone is None:
         raise DataError(
             "timestamp column is naive (no time zone)",
             obj=obj,
             field=column,
-            hint="featurestore only accepts UTC instants: use .dt.replace_time_zone('UTC') if the values are UTC",
+            hint="featurestore only accepts UTC instants: "
+            "use .dt.replace_time_zone('UTC') if the values are UTC",
         )
     expr = pl.col(column)
     if dtype.time_zone != "UTC":

@@ -52,31 +52,38 @@ class ProjectConfig(_Section):
 class RegistryConfig(_Section):
     url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in the repo.")
     head_cache_seconds: float = Field(
-        default=1.0, ge=0, description="How long readers trust a cached head version.")
+        default=1.0, ge=0, description="How long readers trust a cached head version."
+    )
 
 
 class OfflineStoreConfig(_Section):
-    root: str | None = Field(default=None,
-                             description="Directory or URI (s3://...) holding the Delta tables.")
-    storage_options: dict[str, str] = Field(default_factory=dict,
-                                            description="Passed to deltalake for object stores.")
+    root: str | None = Field(
+        default=None, description="Directory or URI (s3://...) holding the Delta tables."
+    )
+    storage_options: dict[str, str] = Field(
+        default_factory=dict, description="Passed to deltalake for object stores."
+    )
 
 
 class OnlineStoreConfig(_Section):
-    url: str | None = Field(default=None,
-                            description="redis://host:port/db, sqlite:///path or memory://")
-    timeout_seconds: float = Field(default=0.5, gt=0,
-                                   description="Socket and connect timeout for the online store.")
+    url: str | None = Field(
+        default=None, description="redis://host:port/db, sqlite:///path or memory://"
+    )
+    timeout_seconds: float = Field(
+        default=0.5, gt=0, description="Socket and connect timeout for the online store."
+    )
 
 
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = 6566
     workers: int = Field(default=1, ge=1)
-    max_entities: int = Field(default=1000, ge=1,
-                              description="Largest number of entities in one lookup request.")
-    api_keys: list[str] = Field(default_factory=list,
-                                description="Bearer tokens accepted; empty = no auth.")
+    max_entities: int = Field(
+        default=1000, ge=1, description="Largest number of entities in one lookup request."
+    )
+    api_keys: list[str] = Field(
+        default_factory=list, description="Bearer tokens accepted; empty = no auth."
+    )
     registry_refresh_seconds: float = Field(default=2.0, gt=0)
 
 
@@ -96,14 +103,23 @@ class Settings:
         self.config = config
         state = repo / STATE_DIR
         self.project = config.project.name
-        self.registry_url = os.environ.get("FEATURESTORE_REGISTRY_URL") or config.registry.url \
+        self.registry_url = (
+            os.environ.get("FEATURESTORE_REGISTRY_URL")
+            or config.registry.url
             or f"sqlite:///{state / 'registry.db'}"
-        self.offline_root = os.environ.get("FEATURESTORE_OFFLINE_ROOT") \
-            or _resolve(repo, config.offline_store.root) or str(state / "offline")
-        online = os.environ.get("FEATURESTORE_ONLINE_URL") or config.online_store.url \
+        )
+        self.offline_root = (
+            os.environ.get("FEATURESTORE_OFFLINE_ROOT")
+            or _resolve(repo, config.offline_store.root)
+            or str(state / "offline")
+        )
+        online = (
+            os.environ.get("FEATURESTORE_ONLINE_URL")
+            or config.online_store.url
             or f"sqlite:///{state / 'online.db'}"
+        )
         if online.startswith("sqlite:///") and not online.startswith("sqlite:////"):
-            online = f"sqlite:///{_resolve(repo, online[len('sqlite:///'):])}"
+            online = f"sqlite:///{_resolve(repo, online[len('sqlite:///') :])}"
         self.online_url = online
         keys = os.environ.get("FEATURESTORE_API_KEYS")
         self.api_keys = [k for k in keys.split(",") if k] if keys else list(config.server.api_keys)
@@ -122,8 +138,10 @@ def find_repo(start: str | Path = ".") -> Path:
         if (candidate / CONFIG_FILE).is_file():
             return candidate
     raise DefinitionError(
-        f"no {CONFIG_FILE} here or in any parent directory", obj=str(path),
-        hint="run this inside a feature repo, or create one with `featurestore init DIR`")
+        f"no {CONFIG_FILE} here or in any parent directory",
+        obj=str(path),
+        hint="run this inside a feature repo, or create one with `featurestore init DIR`",
+    )
 
 
 def load_settings(repo: str | Path = ".") -> Settings:
@@ -139,7 +157,10 @@ def load_settings(repo: str | Path = ".") -> Settings:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         raise DefinitionError(
-            f"{first['msg']} ({len(exc.errors())} problem(s) in all)", file=str(path), field=loc,
-            value=first.get("input"), hint="see the configuration reference in docs/configuration.md",
+            f"{first['msg']} ({len(exc.errors())} problem(s) in all)",
+            file=str(path),
+            field=loc,
+            value=first.get("input"),
+            hint="see the configuration reference in docs/configuration.md",
         ) from None
     return Settings(root, config)

@@ -39,8 +39,11 @@ class FeatureStore:
 
     @cached_property
     def registry(self) -> Registry:
-        return Registry(self.settings.registry_url, project=self.project,
-                        head_cache_seconds=self.settings.config.registry.head_cache_seconds)
+        return Registry(
+            self.settings.registry_url,
+            project=self.project,
+            head_cache_seconds=self.settings.config.registry.head_cache_seconds,
+        )
 
     # -- definitions -> registry ----------------------------------------------
     def compile(self) -> CompileResult:
@@ -54,8 +57,7 @@ class FeatureStore:
     def apply(self, *, expected_version: int | None = None, message: str = "") -> ApplyResult:
         """Compile and apply; ``expected_version`` guards against racing applies."""
         result = self.compile()
-        return self.registry.apply(result.plan, expected_version=expected_version,
-                                   message=message)
+        return self.registry.apply(result.plan, expected_version=expected_version, message=message)
 
     def index(self, version: int | None = None) -> PlanIndex:
         """A lookup index over the registry at ``version`` (default: pinned, else head)."""

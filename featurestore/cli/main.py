@@ -17,10 +17,13 @@ from rich.table import Table
 
 from featurestore.errors import FeatureStoreError
 
-app = typer.Typer(help="featurestore: declare features once; train and serve the same values.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-registry_app = typer.Typer(help="Registry versions: history, show, rollback.",
-                           no_args_is_help=True)
+app = typer.Typer(
+    help="featurestore: declare features once; train and serve the same values.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+registry_app = typer.Typer(help="Registry versions: history, show, rollback.", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
 
 console = Console()
@@ -47,19 +50,22 @@ def _store(repo: Path) -> Any:
 
 def _print_diff(diff: Any) -> None:
     if diff.empty:
-        console.print(f"No changes: the registry (version {diff.base_version}) matches "
-                      "the definitions.")
+        console.print(
+            f"No changes: the registry (version {diff.base_version}) matches the definitions."
+        )
         return
     colors = {"added": "green", "removed": "red", "changed": "yellow"}
     signs = {"added": "+", "removed": "-", "changed": "~"}
     console.print(f"Changes against registry version {diff.base_version}:")
     for obj in diff.objects:
         c = colors[obj.action]
-        console.print(f"  [{c}]{signs[obj.action]} {obj.kind} {obj.name}[/] ({obj.action})",
-                      highlight=False)
+        console.print(
+            f"  [{c}]{signs[obj.action]} {obj.kind} {obj.name}[/] ({obj.action})", highlight=False
+        )
         for ch in obj.changes:
-            console.print(f"      {ch.path}: {ch.old!r} -> {ch.new!r}", highlight=False,
-                          markup=False)
+            console.print(
+                f"      {ch.path}: {ch.old!r} -> {ch.new!r}", highlight=False, markup=False
+            )
         for impact in obj.impacts:
             console.print(f"      [bold magenta]! {impact}[/]", highlight=False)
 
@@ -73,10 +79,11 @@ def version() -> None:
 
 
 @app.command()
-def init(directory: Annotated[Path, typer.Argument(help="Where to create the repo.")],
-         project: Annotated[str | None, typer.Option(help="Project name.")] = None,
-         force: Annotated[bool, typer.Option(help="Write into a non-empty directory.")] = False,
-         ) -> None:
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to create the repo.")],
+    project: Annotated[str | None, typer.Option(help="Project name.")] = None,
+    force: Annotated[bool, typer.Option(help="Write into a non-empty directory.")] = False,
+) -> None:
     """Create a runnable example feature repo with sample data."""
     from featurestore.scaffold import init_repo
 
@@ -84,8 +91,11 @@ def init(directory: Annotated[Path, typer.Argument(help="Where to create the rep
         root = init_repo(directory, project=project, force=force)
     except FeatureStoreError as exc:
         _fail(exc, False)
-    console.print(f"Created feature repo [bold]{root}[/]. Next:\n"
-                  f"  cd {directory}\n  featurestore plan\n  featurestore apply", highlight=False)
+    console.print(
+        f"Created feature repo [bold]{root}[/]. Next:\n"
+        f"  cd {directory}\n  featurestore plan\n  featurestore apply",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -97,9 +107,18 @@ def plan(repo: RepoOpt = Path("."), as_json: JsonOpt = False) -> None:
     except FeatureStoreError as exc:
         _fail(exc, as_json)
     if as_json:
-        print(json.dumps({"project": store.project, "plan_hash": result.plan.hash,
-                          "diff": result.diff.to_dict(), "warnings": result.warnings}, indent=2,
-                         default=str))
+        print(
+            json.dumps(
+                {
+                    "project": store.project,
+                    "plan_hash": result.plan.hash,
+                    "diff": result.diff.to_dict(),
+                    "warnings": result.warnings,
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return
     for w in result.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
@@ -107,19 +126,32 @@ def plan(repo: RepoOpt = Path("."), as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def apply(repo: RepoOpt = Path("."), as_json: JsonOpt = False,
-          message: Annotated[str, typer.Option("--message", "-m")] = "") -> None:
+def apply(
+    repo: RepoOpt = Path("."),
+    as_json: JsonOpt = False,
+    message: Annotated[str, typer.Option("--message", "-m")] = "",
+) -> None:
     """Compile the definitions and record them as a new registry version."""
     try:
         store = _store(repo)
         planned = store.plan()
-        result = store.registry.apply(planned.plan, expected_version=planned.diff.base_version,
-                                      message=message)
+        result = store.registry.apply(
+            planned.plan, expected_version=planned.diff.base_version, message=message
+        )
     except FeatureStoreError as exc:
         _fail(exc, as_json)
     if as_json:
-        print(json.dumps({"version": result.version, "created": result.created,
-                          "diff": result.diff.to_dict()}, indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    "version": result.version,
+                    "created": result.created,
+                    "diff": result.diff.to_dict(),
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return
     for w in planned.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
@@ -142,14 +174,21 @@ def registry_history(repo: RepoOpt = Path("."), as_json: JsonOpt = False) -> Non
         return
     table = Table("version", "created", "operation", "author", "message", "plan hash")
     for r in rows:
-        table.add_row(str(r.version), r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.operation,
-                      r.author, r.message, r.plan_hash)
+        table.add_row(
+            str(r.version),
+            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            r.operation,
+            r.author,
+            r.message,
+            r.plan_hash,
+        )
     console.print(table)
 
 
 @registry_app.command("show")
-def registry_show(version: Annotated[int, typer.Argument()], repo: RepoOpt = Path("."),
-                  as_json: JsonOpt = False) -> None:
+def registry_show(
+    version: Annotated[int, typer.Argument()], repo: RepoOpt = Path("."), as_json: JsonOpt = False
+) -> None:
     """Print the plan recorded at a registry version."""
     try:
         snap = _store(repo).registry.snapshot(version)
@@ -165,8 +204,11 @@ def registry_show(version: Annotated[int, typer.Argument()], repo: RepoOpt = Pat
 
 
 @registry_app.command("rollback")
-def registry_rollback(to: Annotated[int, typer.Option("--to", help="Version to restore.")],
-                      repo: RepoOpt = Path("."), as_json: JsonOpt = False) -> None:
+def registry_rollback(
+    to: Annotated[int, typer.Option("--to", help="Version to restore.")],
+    repo: RepoOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
     """Restore the objects of an earlier version, as a new version."""
     try:
         reg = _store(repo).registry
@@ -174,13 +216,23 @@ def registry_rollback(to: Annotated[int, typer.Option("--to", help="Version to r
     except FeatureStoreError as exc:
         _fail(exc, as_json)
     if as_json:
-        print(json.dumps({"version": result.version, "created": result.created,
-                          "diff": result.diff.to_dict()}, indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    "version": result.version,
+                    "created": result.created,
+                    "diff": result.diff.to_dict(),
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return
     _print_diff(result.diff)
     if result.created:
-        console.print(f"[bold green]Rolled back:[/] version {result.version} restores "
-                      f"version {to}.")
+        console.print(
+            f"[bold green]Rolled back:[/] version {result.version} restores version {to}."
+        )
     else:
         console.print(f"Version {to} already matches the head; nothing changed.")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from featurestore._dtypes import compatible, from_polars, to_polars
+from featurestore._dtypes import INTEGERS, compatible, from_polars, to_polars
 from featurestore.compile.discover import Found, discover
 from featurestore.compile.expr import expr_to_spec, output_schema
 from featurestore.compile.plan import Kind, ObjectPlan, RepoPlan
@@ -87,6 +87,21 @@ def _python_function_spec(fn: Any) -> dict[str, Any]:
     }
 
 
+def aggregation_dtype(function: str, input_dtype: Any) -> str:
+    """The output dtype of an aggregation (SEMANTICS: windowed aggregations)."""
+    if function in ("count", "count_distinct"):
+        return "int64"
+    if function in ("mean", "stddev"):
+        return "float64"
+    try:
+        found = from_polars(input_dtype) if input_dtype is not None else "float64"
+    except ValueError:
+        found = "float64"
+    if function == "sum":
+        return "int64" if found in INTEGERS or found == "bool" else "float64"
+    return found
+
+
 class _Compiler:
     def __init__(self, repo: Path, project: str) -> None:
         self.repo = repo
@@ -94,11 +109,21 @@ class _Compiler:
         self.errors: list[DefinitionError] = []
         self.warnings: list[str] = []
         self.files: dict[tuple[str, str], str] = {}
+        self.view_dtypes: dict[str, dict[str, str]] = {}
 
-    def err(self, message: str, *, file: str, obj: str, field: str | None = None,
-            value: Any = None, hint: str | None = None) -> None:
-        self.errors.append(DefinitionError(message, file=file, obj=obj, field=field, value=value,
-                                           hint=hint))
+    def err(
+        self,
+        message: str,
+        *,
+        file: str,
+        obj: str,
+        field: str | None = None,
+        value: Any = None,
+        hint: str | None = None,
+    ) -> None:
+        self.errors.append(
+            DefinitionError(message, file=file, obj=obj, field=field, value=value, hint=hint)
+        )
 
     # -- sources ---------------------------------------------------------------
     def read_schema(self, src: BatchSource) -> dict[str, Any] | None:
@@ -111,11 +136,16 @@ class _Compiler:
         try:
             if src.format == "parquet":
                 return dict(pl.scan_parquet(path).collect_schema())
-            return dict(pl.scan_delta(path, storage_options=dict(src.storage_options) or None)
-                        .collect_schema())
+            return dict(
+                pl.scan_delta(
+                    path, storage_options=dict(src.storage_options) or None
+                ).collect_schema()
+            )
         except Exception as exc:  # unreadable now (not created yet, no credentials)
-            self.warnings.append(f"BatchSource {src.name!r}: schema not checked, cannot read "
-                                 f"{src.path}: {str(exc).splitlines()[0]}")
+            self.warnings.append(
+                f"BatchSource {src.name!r}: schema not checked, cannot read "
+                f"{src.path}: {str(exc).splitlines()[0]}"
+            )
             return None
 
     # -- feature views -----------------------------------------------------------
@@ -125,46 +155,94 @@ class _Compiler:
         batch = src if isinstance(src, BatchSource) else src.batch_source
         schema = self.read_schema(batch)
         if schema is None and isinstance(src, KafkaSource):
+            # The history is not readable now: check against the stream's declared
+            # schema; the stream worker stamps created_ts itself when events lack it.
             schema = {f.name: to_polars(f.dtype) for f in src.fields}
-        transform_specs = [{"name": k, "expr": expr_to_spec(v)} for k, v in fv.transform.items()]
+            if batch.created_timestamp_field:
+                schema.setdefault(batch.created_timestamp_field, to_polars("datetime"))
+        transform_specs = [
+            {"name": k, "expr": expr_to_spec(v)} for k, v in (fv.transform or {}).items()
+        ]
         if schema is not None:
             ts_col = batch.timestamp_field
-            for what, col in (("timestamp_field", ts_col),
-                              ("created_timestamp_field", batch.created_timestamp_field)):
+            for what, col in (
+                ("timestamp_field", ts_col),
+                ("created_timestamp_field", batch.created_timestamp_field),
+            ):
                 if col is not None and col not in schema:
-                    self.err(f"source has no column {col!r}", file=file, obj=obj,
-                             field=f"source.{what}",
-                             hint=f"columns: {', '.join(schema)}")
-            full, expr_errors = output_schema(schema, fv.transform)
+                    self.err(
+                        f"source has no column {col!r}",
+                        file=file,
+                        obj=obj,
+                        field=f"source.{what}",
+                        hint=f"columns: {', '.join(schema)}",
+                    )
+            full, expr_errors = output_schema(schema, fv.transform or {})
             for name, text in expr_errors.items():
-                self.err(f"row transform is invalid: {text}", file=file, obj=obj,
-                         field=f"transform[{name!r}]", value=str(fv.transform[name]),
-                         hint="fix the expression; it must use columns of the source")
+                self.err(
+                    f"row transform is invalid: {text}",
+                    file=file,
+                    obj=obj,
+                    field=f"transform[{name!r}]",
+                    value=str((fv.transform or {})[name]),
+                    hint="fix the expression; it must use columns of the source",
+                )
             for key in fv.join_keys:
-                self._check_column(full, key.name, key.dtype, file=file, obj=obj,
-                                   what=f"entities (join key {key.name!r})")
+                self._check_column(
+                    full,
+                    key.name,
+                    key.dtype,
+                    file=file,
+                    obj=obj,
+                    what=f"entities (join key {key.name!r})",
+                )
             for f in fv.fields:
-                self._check_column(full, f.name, f.dtype, file=file, obj=obj,
-                                   what=f"fields[{f.name!r}]")
+                if f.name in expr_errors:
+                    continue  # already reported as a bad transform
+                self._check_column(
+                    full, f.name, f.dtype, file=file, obj=obj, what=f"fields[{f.name!r}]"
+                )
             for agg in fv.aggregations:
                 if isinstance(agg.column, str) and agg.column not in full:
-                    self.err(f"aggregation column {agg.column!r} is not in the source or transform",
-                             file=file, obj=obj, field=f"aggregations[{agg.name!r}].column",
-                             hint=f"columns: {', '.join(full)}")
+                    self.err(
+                        f"aggregation column {agg.column!r} is not in the source or transform",
+                        file=file,
+                        obj=obj,
+                        field=f"aggregations[{agg.name!r}].column",
+                        hint=f"columns: {', '.join(full)}",
+                    )
+        full_schema = full if schema is not None else {}
         aggs = []
         for agg in fv.aggregations:
             column: Any
             if agg.column is None or isinstance(agg.column, str):
                 column = agg.column
+                input_dtype = full_schema.get(agg.column) if agg.column else None
             else:
                 column = {"expr": expr_to_spec(agg.column)}
-            aggs.append({"name": agg.name, "column": column, "function": agg.function,
-                         "window_us": agg.window_us, "hop_us": agg.hop_us})
+                input_dtype = None
+            aggs.append(
+                {
+                    "name": agg.name,
+                    "column": column,
+                    "function": agg.function,
+                    "window_us": agg.window_us,
+                    "hop_us": agg.hop_us,
+                    "dtype": aggregation_dtype(agg.function, input_dtype),
+                }
+            )
+        self.view_dtypes[fv.name] = (
+            {a["name"]: a["dtype"] for a in aggs} if aggs else {f.name: f.dtype for f in fv.fields}
+        )
         for ent in fv.entities:
             if ("entity", ent.name) not in self.files:
-                self.err(f"uses entity {ent.name!r}, which is not declared at module level",
-                         file=file, obj=obj, field="entities",
-                         hint="assign the Entity to a module-level name in the repo")
+                self.err(
+                    f"uses entity {ent.name!r}, which is not declared at module level",
+                    file=file,
+                    obj=obj,
+                    field="entities",
+                    hint="assign the Entity to a module-level name in the repo",
+                )
         return {
             "entities": [e.name for e in fv.entities],
             "join_keys": _fields(fv.join_keys),
@@ -177,98 +255,158 @@ class _Compiler:
             "metadata": fv.metadata_dict(),
         }
 
-    def _check_column(self, schema: dict[str, Any], name: str, dtype: str, *, file: str,
-                      obj: str, what: str) -> None:
+    def _check_column(
+        self, schema: dict[str, Any], name: str, dtype: str, *, file: str, obj: str, what: str
+    ) -> None:
         if name not in schema:
-            self.err(f"column {name!r} is neither in the source nor made by the transform",
-                     file=file, obj=obj, field=what, hint=f"columns: {', '.join(schema)}")
+            self.err(
+                f"column {name!r} is neither in the source nor made by the transform",
+                file=file,
+                obj=obj,
+                field=what,
+                hint=f"columns: {', '.join(schema)}",
+            )
             return
         try:
             found = from_polars(schema[name])
         except ValueError:
             found = str(schema[name])
         if not compatible(dtype, found):
-            self.err(f"declared dtype {dtype} does not match the source dtype {found}",
-                     file=file, obj=obj, field=what, value=found,
-                     hint=f"declare it as {found!r} or cast it in the transform")
+            self.err(
+                f"declared dtype {dtype} does not match the source dtype {found}",
+                file=file,
+                obj=obj,
+                field=what,
+                value=found,
+                hint=f"declare it as {found!r} or cast it in the transform",
+            )
 
     # -- the rest ----------------------------------------------------------------
-    def on_demand(self, odfv: OnDemandFeatureView, file: str,
-                  views: dict[str, FeatureView]) -> dict[str, Any]:
+    def on_demand(
+        self, odfv: OnDemandFeatureView, file: str, views: dict[str, FeatureView]
+    ) -> dict[str, Any]:
         obj = f"OnDemandFeatureView {odfv.name!r}"
         inputs = []
         schema: dict[str, Any] = {}
         for item in odfv.inputs:
             if isinstance(item, RequestSource):
-                inputs.append({"type": "request", "name": item.name, "schema": _fields(item.fields)})
+                inputs.append(
+                    {"type": "request", "name": item.name, "schema": _fields(item.fields)}
+                )
                 schema.update({f.name: to_polars(f.dtype) for f in item.fields})
             else:
                 if item.name not in views:
-                    self.err(f"input view {item.name!r} is not declared at module level",
-                             file=file, obj=obj, field="inputs")
+                    self.err(
+                        f"input view {item.name!r} is not declared at module level",
+                        file=file,
+                        obj=obj,
+                        field="inputs",
+                    )
                 inputs.append({"type": "feature_view", "name": item.name})
-                for f in item.fields:
-                    schema[f.name] = to_polars(f.dtype)
+                for fname, dtype in self.view_dtypes.get(item.name, {}).items():
+                    schema[fname] = to_polars(dtype)
         if callable(odfv.transform) and not isinstance(odfv.transform, dict):
             transform: Any = _python_function_spec(odfv.transform)
         else:
             assert isinstance(odfv.transform, dict)
-            transform = {"type": "polars", "exprs": [
-                {"name": k, "expr": expr_to_spec(v)} for k, v in odfv.transform.items()]}
+            transform = {
+                "type": "polars",
+                "exprs": [{"name": k, "expr": expr_to_spec(v)} for k, v in odfv.transform.items()],
+            }
             out, errors = output_schema(schema, odfv.transform)
             for name, text in errors.items():
-                self.err(f"transform is invalid: {text}", file=file, obj=obj,
-                         field=f"transform[{name!r}]", value=str(odfv.transform[name]))
+                self.err(
+                    f"transform is invalid: {text}",
+                    file=file,
+                    obj=obj,
+                    field=f"transform[{name!r}]",
+                    value=str(odfv.transform[name]),
+                )
             for f in odfv.outputs:
                 if f.name in out and f.name not in errors:
                     found = from_polars(out[f.name])
                     if not compatible(f.dtype, found):
-                        self.err(f"declared dtype {f.dtype} but the expression gives {found}",
-                                 file=file, obj=obj, field=f"outputs[{f.name!r}]",
-                                 hint=f"declare {found!r} or add .cast(...) to the expression")
-        return {"inputs": inputs, "outputs": _fields(odfv.outputs), "transform": transform,
-                "metadata": odfv.metadata_dict()}
+                        self.err(
+                            f"declared dtype {f.dtype} but the expression gives {found}",
+                            file=file,
+                            obj=obj,
+                            field=f"outputs[{f.name!r}]",
+                            hint=f"declare {found!r} or add .cast(...) to the expression",
+                        )
+        return {
+            "inputs": inputs,
+            "outputs": _fields(odfv.outputs),
+            "transform": transform,
+            "metadata": odfv.metadata_dict(),
+        }
 
-    def service(self, svc: FeatureService, file: str,
-                features_of: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    def service(
+        self, svc: FeatureService, file: str, features_of: dict[str, tuple[str, ...]]
+    ) -> dict[str, Any]:
         obj = f"FeatureService {svc.name!r}"
-        for ref in svc.features:
+        for ref in svc.refs:
             view, feat = ref.split(":")
             if view not in features_of:
-                self.err(f"references unknown view {view!r}", file=file, obj=obj,
-                         field="features", value=ref,
-                         hint=f"known views: {', '.join(sorted(features_of)) or '(none)'}")
+                self.err(
+                    f"references unknown view {view!r}",
+                    file=file,
+                    obj=obj,
+                    field="features",
+                    value=ref,
+                    hint=f"known views: {', '.join(sorted(features_of)) or '(none)'}",
+                )
             elif feat not in features_of[view]:
-                self.err(f"view {view!r} has no feature {feat!r}", file=file, obj=obj,
-                         field="features", value=ref,
-                         hint=f"its features: {', '.join(features_of[view])}")
-        return {"features": list(svc.features), "metadata": svc.metadata_dict()}
+                self.err(
+                    f"view {view!r} has no feature {feat!r}",
+                    file=file,
+                    obj=obj,
+                    field="features",
+                    value=ref,
+                    hint=f"its features: {', '.join(features_of[view])}",
+                )
+        return {"features": list(svc.refs), "metadata": svc.metadata_dict()}
 
     def run(self, found: list[Found]) -> RepoPlan:
         by_key: dict[tuple[str, str], Found] = {}
         for item in found:
             kind = _KIND_OF[type(item.obj)]
             for p in item.obj.problems:
-                self.errors.append(DefinitionError(p.message, file=item.file, obj=p.obj,
-                                                   field=p.field, value=p.value, hint=p.hint))
+                self.errors.append(
+                    DefinitionError(
+                        p.message,
+                        file=item.file,
+                        obj=p.obj,
+                        field=p.field,
+                        value=p.value,
+                        hint=p.hint,
+                    )
+                )
             key = (kind, item.obj.name)
             if key in by_key and by_key[key].obj is not item.obj:
-                self.err(f"name is used twice (also in {by_key[key].file})", file=item.file,
-                         obj=f"{type(item.obj).__name__} {item.obj.name!r}", field="name",
-                         hint="names are unique per kind; rename one")
+                self.err(
+                    f"name is used twice (also in {by_key[key].file})",
+                    file=item.file,
+                    obj=f"{type(item.obj).__name__} {item.obj.name!r}",
+                    field="name",
+                    hint="names are unique per kind; rename one",
+                )
                 continue
             by_key[key] = item
             self.files[key] = item.file
         views = {n: f.obj for (k, n), f in by_key.items() if k == "feature_view"}
         odfvs = {n: f.obj for (k, n), f in by_key.items() if k == "on_demand_feature_view"}
         for name in set(views) & set(odfvs):
-            self.err("a FeatureView and an OnDemandFeatureView share this name",
-                     file=by_key[("on_demand_feature_view", name)].file,
-                     obj=f"OnDemandFeatureView {name!r}", field="name",
-                     hint="feature references are 'view:feature', so view names must be unique")
+            self.err(
+                "a FeatureView and an OnDemandFeatureView share this name",
+                file=by_key[("on_demand_feature_view", name)].file,
+                obj=f"OnDemandFeatureView {name!r}",
+                field="name",
+                hint="feature references are 'view:feature', so view names must be unique",
+            )
         features_of = {n: v.feature_names for n, v in {**views, **odfvs}.items()}
         plans = []
-        for (kind, name), item in by_key.items():
+        order: dict[str, int] = {k: i for i, k in enumerate(_KIND_OF.values())}
+        for (_, name), item in sorted(by_key.items(), key=lambda kv: order[kv[0][0]]):
             if item.obj.problems:
                 continue
             o = item.obj
@@ -285,7 +423,7 @@ class _Compiler:
                 spec = self.on_demand(o, item.file, views)
             else:
                 spec = self.service(o, item.file, features_of)
-            plans.append(ObjectPlan(kind=kind, name=name, spec=spec))
+            plans.append(ObjectPlan(kind=_KIND_OF[type(o)], name=name, spec=spec))
         if self.errors:
             raise DefinitionErrors(self.errors)
         return RepoPlan(project=self.project, objects=tuple(plans))

@@ -61,13 +61,17 @@ def discover(repo: Path) -> tuple[list[Found], list[DefinitionError]]:
             try:
                 module = importlib.import_module(module_name)
             except Exception as exc:  # user code: report it, keep reading other files
-                frames = [f for f in traceback.extract_tb(exc.__traceback__)
-                          if f.filename == str(path)]
+                frames = [
+                    f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)
+                ]
                 line = f":{frames[-1].lineno}" if frames else ""
-                problems.append(DefinitionError(
-                    f"failed to import: {type(exc).__name__}: {exc}", file=f"{rel}{line}",
-                    hint="fix the Python error in this file",
-                ))
+                problems.append(
+                    DefinitionError(
+                        f"failed to import: {type(exc).__name__}: {exc}",
+                        file=f"{rel}{line}",
+                        hint="fix the Python error in this file",
+                    )
+                )
                 continue
             for value in vars(module).values():
                 # A definition imported from another repo file counts once, where it

@@ -18,12 +18,22 @@ from typing import Any, Literal
 PLAN_FORMAT = 1
 
 Kind = Literal[
-    "entity", "batch_source", "kafka_source", "request_source",
-    "feature_view", "on_demand_feature_view", "feature_service",
+    "entity",
+    "batch_source",
+    "kafka_source",
+    "request_source",
+    "feature_view",
+    "on_demand_feature_view",
+    "feature_service",
 ]
 KINDS: tuple[Kind, ...] = (
-    "entity", "batch_source", "kafka_source", "request_source",
-    "feature_view", "on_demand_feature_view", "feature_service",
+    "entity",
+    "batch_source",
+    "kafka_source",
+    "request_source",
+    "feature_view",
+    "on_demand_feature_view",
+    "feature_service",
 )
 
 
@@ -47,8 +57,11 @@ class ObjectPlan:
 
     def __post_init__(self) -> None:
         if not self.hash:
-            object.__setattr__(self, "hash", content_hash({"kind": self.kind, "name": self.name,
-                                                           "spec": self.spec}))
+            object.__setattr__(
+                self,
+                "hash",
+                content_hash({"kind": self.kind, "name": self.name, "spec": self.spec}),
+            )
 
     @property
     def key(self) -> tuple[str, str]:
@@ -74,8 +87,9 @@ class RepoPlan:
 
     def __post_init__(self) -> None:
         order = {k: i for i, k in enumerate(KINDS)}
-        object.__setattr__(self, "objects",
-                           tuple(sorted(self.objects, key=lambda o: (order[o.kind], o.name))))
+        object.__setattr__(
+            self, "objects", tuple(sorted(self.objects, key=lambda o: (order[o.kind], o.name)))
+        )
 
     @property
     def hash(self) -> str:
@@ -94,8 +108,12 @@ class RepoPlan:
         return [o for o in self.objects if o.kind == kind]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": PLAN_FORMAT, "project": self.project, "hash": self.hash,
-                "objects": [o.to_dict() for o in self.objects]}
+        return {
+            "format": PLAN_FORMAT,
+            "project": self.project,
+            "hash": self.hash,
+            "objects": [o.to_dict() for o in self.objects],
+        }
 
     def to_json(self, *, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True, ensure_ascii=False)
@@ -104,5 +122,6 @@ class RepoPlan:
     def from_dict(cls, data: Mapping[str, Any]) -> RepoPlan:
         if data.get("format") != PLAN_FORMAT:
             raise ValueError(f"unsupported plan format {data.get('format')!r}")
-        return cls(project=data["project"],
-                   objects=tuple(ObjectPlan.from_dict(o) for o in data["objects"]))
+        return cls(
+            project=data["project"], objects=tuple(ObjectPlan.from_dict(o) for o in data["objects"])
+        )

@@ -114,8 +114,9 @@ class FeatureRef:
     @classmethod
     def parse(cls, ref: str) -> FeatureRef:
         if not isinstance(ref, str) or ref.count(":") != 1 or not all(ref.split(":")):
-            raise UnknownFeatureError("is not a feature reference", value=ref,
-                                      hint="use 'view_name:feature_name'")
+            raise UnknownFeatureError(
+                "is not a feature reference", value=ref, hint="use 'view_name:feature_name'"
+            )
         view, feature = ref.split(":")
         return cls(view, feature)
 
@@ -137,12 +138,14 @@ class PlanIndex:
             return self.views[name]
         except KeyError:
             raise UnknownFeatureError(
-                "no such feature view", obj=f"feature view {name!r}",
+                "no such feature view",
+                obj=f"feature view {name!r}",
                 hint=f"registered views: {', '.join(sorted(self.views)) or '(none)'}",
             ) from None
 
-    def resolve(self, features: list[str] | None = None,
-                feature_service: str | None = None) -> list[FeatureRef]:
+    def resolve(
+        self, features: list[str] | None = None, feature_service: str | None = None
+    ) -> list[FeatureRef]:
         """Feature references from a list or a service, checked against the plan."""
         if (features is None) == (feature_service is None):
             raise UnknownFeatureError("give either features or feature_service, not both/neither")
@@ -150,7 +153,8 @@ class PlanIndex:
             svc = self.services.get(feature_service)
             if svc is None:
                 raise UnknownServiceError(
-                    "no such feature service", obj=f"feature service {feature_service!r}",
+                    "no such feature service",
+                    obj=f"feature service {feature_service!r}",
                     hint=f"registered services: {', '.join(sorted(self.services)) or '(none)'}",
                 )
             features = list(svc.spec["features"])
@@ -160,13 +164,19 @@ class PlanIndex:
             if ref.view in self.on_demand:
                 outs = [o["name"] for o in self.on_demand[ref.view].spec["outputs"]]
                 if ref.feature not in outs:
-                    raise UnknownFeatureError("no such feature", obj=f"view {ref.view!r}",
-                                              value=ref.feature, hint=f"its features: {outs}")
+                    raise UnknownFeatureError(
+                        "no such feature",
+                        obj=f"view {ref.view!r}",
+                        value=ref.feature,
+                        hint=f"its features: {outs}",
+                    )
                 continue
             view = self.view(ref.view)
             if ref.feature not in view.features:
                 raise UnknownFeatureError(
-                    "no such feature", obj=f"feature view {ref.view!r}", value=ref.feature,
+                    "no such feature",
+                    obj=f"feature view {ref.view!r}",
+                    value=ref.feature,
                     hint=f"its features: {', '.join(view.features)}",
                 )
         return refs

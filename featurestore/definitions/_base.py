@@ -26,7 +26,9 @@ class Problems:
         self.items: list[DefinitionError] = []
 
     def add(self, message: str, *, field: str, value: Any = None, hint: str | None = None) -> None:
-        self.items.append(DefinitionError(message, obj=self.obj, field=field, value=value, hint=hint))
+        self.items.append(
+            DefinitionError(message, obj=self.obj, field=field, value=value, hint=hint)
+        )
 
     def name(self, value: Any, *, what: str = "name") -> None:
         if not isinstance(value, str) or not _NAME.fullmatch(value):

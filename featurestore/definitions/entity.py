@@ -28,12 +28,18 @@ class Entity(Metadata):
         raw = dict(self.join_keys) if isinstance(self.join_keys, Mapping) else self.join_keys
         keys = as_fields(raw, problems, what="join_keys")
         if not keys:
-            problems.add("needs at least one join key", field="join_keys",
-                         hint='e.g. join_keys={"driver_id": "int64"}')
+            problems.add(
+                "needs at least one join key",
+                field="join_keys",
+                hint='e.g. join_keys={"driver_id": "int64"}',
+            )
         for key in keys:
             if str(key.dtype).startswith("list") or key.dtype in ("float32", "float64"):
-                problems.add(f"join key {key.name!r} has dtype {key.dtype}, which cannot be a key",
-                             field="join_keys", hint="use an integer, string or date key")
+                problems.add(
+                    f"join key {key.name!r} has dtype {key.dtype}, which cannot be a key",
+                    field="join_keys",
+                    hint="use an integer, string or date key",
+                )
         object.__setattr__(self, "join_keys", keys)
         self._finish(problems)
 

@@ -34,8 +34,12 @@ def _duration(value: Any, problems: Problems, *, what: str) -> int | None:
         problems.add(str(exc), field=what, value=value)
         return None
     if us <= 0:
-        problems.add("must be a positive duration", field=what, value=value,
-                     hint="e.g. '1h', '7d' or timedelta(days=1)")
+        problems.add(
+            "must be a positive duration",
+            field=what,
+            value=value,
+            hint="e.g. '1h', '7d' or timedelta(days=1)",
+        )
         return None
     return us
 
@@ -62,13 +66,18 @@ class Aggregation:
         problems = Problems("Aggregation", self.name)
         problems.name(self.name)
         if self.function not in AGGREGATION_FUNCTIONS:
-            problems.add("unknown function", field="function", value=self.function,
-                         hint=f"use one of {', '.join(AGGREGATION_FUNCTIONS)}")
+            problems.add(
+                "unknown function",
+                field="function",
+                value=self.function,
+                hint=f"use one of {', '.join(AGGREGATION_FUNCTIONS)}",
+            )
         if self.column is None and self.function != "count":
             problems.add("needs a column", field="column", hint="only count() may omit the column")
         if self.column is not None and not (isinstance(self.column, str) or _is_expr(self.column)):
-            problems.add("must be a column name or a Polars expression", field="column",
-                         value=self.column)
+            problems.add(
+                "must be a column name or a Polars expression", field="column", value=self.column
+            )
         window_us = _duration(self.window, problems, what="window")
         hop_us = _duration(self.hop, problems, what="hop")
         if window_us is not None and hop_us is not None and hop_us > window_us:
@@ -117,8 +126,9 @@ class FeatureView(Metadata):
         problems.name(self.name)
         entities = tuple(self.entities) if isinstance(self.entities, list | tuple) else ()
         if not entities or not all(isinstance(e, Entity) for e in entities):
-            problems.add("must be a non-empty list of Entity", field="entities",
-                         value=self.entities)
+            problems.add(
+                "must be a non-empty list of Entity", field="entities", value=self.entities
+            )
             entities = tuple(e for e in entities if isinstance(e, Entity))
         if not isinstance(self.source, BatchSource | KafkaSource):
             problems.add("must be a BatchSource or KafkaSource", field="source", value=self.source)
@@ -131,21 +141,31 @@ class FeatureView(Metadata):
         for out, expr in transform.items():
             problems.name(out, what=f"transform[{out!r}]")
             if not _is_expr(expr):
-                problems.add("must be a Polars expression", field=f"transform[{out!r}]",
-                             value=expr,
-                             hint='e.g. transform={"fare_per_km": pl.col("fare") / pl.col("km")}')
+                problems.add(
+                    "must be a Polars expression",
+                    field=f"transform[{out!r}]",
+                    value=expr,
+                    hint='e.g. transform={"fare_per_km": pl.col("fare") / pl.col("km")}',
+                )
         aggs = tuple(self.aggregations)
         for agg in aggs:
             if not isinstance(agg, Aggregation):
                 problems.add("must be a list of Aggregation", field="aggregations", value=agg)
                 continue
             for p in agg.problems:
-                problems.add(p.message, field=f"aggregations[{agg.name!r}].{p.field}", value=p.value,
-                             hint=p.hint)
+                problems.add(
+                    p.message,
+                    field=f"aggregations[{agg.name!r}].{p.field}",
+                    value=p.value,
+                    hint=p.hint,
+                )
         aggs = tuple(a for a in aggs if isinstance(a, Aggregation))
         if not fields and not aggs:
-            problems.add("declares no features", field="fields",
-                         hint="give fields=[Field(...)] or aggregations=[Aggregation(...)]")
+            problems.add(
+                "declares no features",
+                field="fields",
+                hint="give fields=[Field(...)] or aggregations=[Aggregation(...)]",
+            )
         object.__setattr__(self, "entities", entities)
         object.__setattr__(self, "fields", fields)
         object.__setattr__(self, "transform", transform)
@@ -189,8 +209,11 @@ class OnDemandFeatureView(Metadata):
         problems.name(self.name)
         inputs = tuple(self.inputs) if isinstance(self.inputs, list | tuple) else ()
         if not inputs or not all(isinstance(i, RequestSource | FeatureView) for i in inputs):
-            problems.add("must be a non-empty list of RequestSource or FeatureView",
-                         field="inputs", value=self.inputs)
+            problems.add(
+                "must be a non-empty list of RequestSource or FeatureView",
+                field="inputs",
+                value=self.inputs,
+            )
             inputs = tuple(i for i in inputs if isinstance(i, RequestSource | FeatureView))
         outputs = as_fields(self.outputs, problems, what="outputs")
         if not outputs:
@@ -200,17 +223,22 @@ class OnDemandFeatureView(Metadata):
             transform = dict(self.transform)
             for out, expr in transform.items():
                 if not _is_expr(expr):
-                    problems.add("must be a Polars expression", field=f"transform[{out!r}]",
-                                 value=expr)
+                    problems.add(
+                        "must be a Polars expression", field=f"transform[{out!r}]", value=expr
+                    )
             missing = sorted({f.name for f in outputs} - set(transform))
             if missing:
-                problems.add("declared outputs have no expression", field="transform",
-                             value=missing)
+                problems.add(
+                    "declared outputs have no expression", field="transform", value=missing
+                )
         elif callable(self.transform):
             transform = self.transform
         else:
-            problems.add("must be a mapping of Polars expressions or a function",
-                         field="transform", value=self.transform)
+            problems.add(
+                "must be a mapping of Polars expressions or a function",
+                field="transform",
+                value=self.transform,
+            )
             transform = {}
         object.__setattr__(self, "inputs", inputs)
         object.__setattr__(self, "outputs", outputs)
@@ -247,7 +275,16 @@ class FeatureService(Metadata):
             elif isinstance(item, str) and item.count(":") == 1 and all(item.split(":")):
                 refs.append(item)
             else:
-                problems.add("is not a feature reference", field="features", value=item,
-                             hint="use 'view_name:feature_name' or a FeatureView object")
+                problems.add(
+                    "is not a feature reference",
+                    field="features",
+                    value=item,
+                    hint="use 'view_name:feature_name' or a FeatureView object",
+                )
         object.__setattr__(self, "features", tuple(refs))
         self._finish(problems)
+
+    @property
+    def refs(self) -> tuple[str, ...]:
+        """The feature references, ``"view:feature"``, views expanded."""
+        return tuple(str(r) for r in self.features)

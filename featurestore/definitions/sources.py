@@ -76,8 +76,11 @@ class KafkaSource(Metadata):
         if not isinstance(self.topic, str) or not self.topic:
             problems.add("must be a topic name", field="topic", value=self.topic)
         if not isinstance(self.bootstrap_servers, str) or not self.bootstrap_servers:
-            problems.add("must be 'host:port[,host:port]'", field="bootstrap_servers",
-                         value=self.bootstrap_servers)
+            problems.add(
+                "must be 'host:port[,host:port]'",
+                field="bootstrap_servers",
+                value=self.bootstrap_servers,
+            )
         if self.value_format != "json":
             problems.add("only 'json' is supported", field="value_format", value=self.value_format)
         if not isinstance(self.batch_source, BatchSource):
@@ -85,12 +88,17 @@ class KafkaSource(Metadata):
         fields = as_fields(self.schema, problems, what="schema")
         names = {f.name for f in fields}
         if fields and self.timestamp_field not in names:
-            problems.add("timestamp field is not in the schema", field="timestamp_field",
-                         value=self.timestamp_field,
-                         hint=f"schema fields: {', '.join(sorted(names))}")
+            problems.add(
+                "timestamp field is not in the schema",
+                field="timestamp_field",
+                value=self.timestamp_field,
+                hint=f"schema fields: {', '.join(sorted(names))}",
+            )
         object.__setattr__(self, "schema", fields)
         object.__setattr__(
-            self, "consumer_options", problems.mapping(self.consumer_options, what="consumer_options")
+            self,
+            "consumer_options",
+            problems.mapping(self.consumer_options, what="consumer_options"),
         )
         self._finish(problems)
 

@@ -30,8 +30,13 @@ class ObjectChange:
     impacts: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "action": self.action,
-                "changes": [c.to_dict() for c in self.changes], "impacts": list(self.impacts)}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "action": self.action,
+            "changes": [c.to_dict() for c in self.changes],
+            "impacts": list(self.impacts),
+        }
 
 
 @dataclass(frozen=True)
@@ -48,8 +53,11 @@ class PlanDiff:
         return [f"{o.kind} {o.name}: {i}" for o in self.objects for i in o.impacts]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"base_version": self.base_version, "empty": self.empty,
-                "objects": [o.to_dict() for o in self.objects]}
+        return {
+            "base_version": self.base_version,
+            "empty": self.empty,
+            "objects": [o.to_dict() for o in self.objects],
+        }
 
 
 def _keyed(items: list[Any]) -> dict[str, Any] | None:
@@ -94,8 +102,10 @@ def _impacts(kind: str, changes: list[FieldChange]) -> list[str]:
         if top in ("join_keys", "entities"):
             out.append(f"entity/key change ({c.path}): needs backfill and re-materialization")
         elif top == "features" and c.path.endswith(".dtype"):
-            out.append(f"dtype change ({c.path}: {c.old} -> {c.new}): "
-                       "needs backfill and re-materialization")
+            out.append(
+                f"dtype change ({c.path}: {c.old} -> {c.new}): "
+                "needs backfill and re-materialization"
+            )
         elif top == "features" and c.new is None:
             out.append(f"feature removed ({c.path}): consumers of it will break")
         elif top == "transform":
@@ -118,11 +128,15 @@ def diff_plans(old: RepoPlan | None, new: RepoPlan, *, base_version: int) -> Pla
         if key not in before:
             out.append(ObjectChange(kind, name, "added"))
         elif key not in after:
-            impacts = ("removed: its offline and online data stay until cleaned up",) \
-                if kind == "feature_view" else ()
+            impacts = (
+                ("removed: its offline and online data stay until cleaned up",)
+                if kind == "feature_view"
+                else ()
+            )
             out.append(ObjectChange(kind, name, "removed", impacts=impacts))
         elif before[key].hash != after[key].hash:
             changes = diff_values(dict(before[key].spec), dict(after[key].spec))
-            out.append(ObjectChange(kind, name, "changed", tuple(changes),
-                                    tuple(_impacts(kind, changes))))
+            out.append(
+                ObjectChange(kind, name, "changed", tuple(changes), tuple(_impacts(kind, changes)))
+            )
     return PlanDiff(base_version=base_version, objects=tuple(out))

@@ -39,9 +39,14 @@ class VersionInfo:
     plan_hash: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "created_at": self.created_at.isoformat(),
-                "author": self.author, "message": self.message, "operation": self.operation,
-                "plan_hash": self.plan_hash}
+        return {
+            "version": self.version,
+            "created_at": self.created_at.isoformat(),
+            "author": self.author,
+            "message": self.message,
+            "operation": self.operation,
+            "plan_hash": self.plan_hash,
+        }
 
 
 @dataclass(frozen=True)
@@ -107,8 +112,11 @@ class Registry:
         try:
             schema.metadata.create_all(self.engine)
         except OperationalError as exc:
-            raise RegistryError(f"cannot open the registry: {exc.orig}", obj=f"registry {url}",
-                                hint="check the registry URL in featurestore.toml") from exc
+            raise RegistryError(
+                f"cannot open the registry: {exc.orig}",
+                obj=f"registry {url}",
+                hint="check the registry URL in featurestore.toml",
+            ) from exc
         except IntegrityError:
             # Another process created the tables at the same moment (PostgreSQL
             # catalog race); they exist now.
@@ -130,7 +138,8 @@ class Registry:
 
     def _head_in(self, conn: Connection) -> int:
         q = sa.select(sa.func.max(schema.versions.c.version)).where(
-            schema.versions.c.project == self.project)
+            schema.versions.c.project == self.project
+        )
         return int(conn.execute(q).scalar() or 0)
 
     def snapshot(self, version: int | None = None) -> Snapshot:
@@ -147,40 +156,61 @@ class Registry:
         return snap
 
     def _snapshot_in(self, conn: Connection, version: int) -> Snapshot:
-        if version < 0 or (version > 0 and not conn.execute(
+        if version < 0 or (
+            version > 0
+            and not conn.execute(
                 sa.select(schema.versions.c.version).where(
-                    schema.versions.c.project == self.project,
-                    schema.versions.c.version == version)).first()):
-            raise VersionNotFoundError("no such registry version", obj=f"project {self.project!r}",
-                                       value=version, hint="see `featurestore registry history`")
+                    schema.versions.c.project == self.project, schema.versions.c.version == version
+                )
+            ).first()
+        ):
+            raise VersionNotFoundError(
+                "no such registry version",
+                obj=f"project {self.project!r}",
+                value=version,
+                hint="see `featurestore registry history`",
+            )
         o = schema.objects.c
-        latest = (sa.select(o.kind, o.name, sa.func.max(o.revision).label("rev"))
-                  .where(o.project == self.project, o.registry_version <= version)
-                  .group_by(o.kind, o.name).subquery())
+        latest = (
+            sa.select(o.kind, o.name, sa.func.max(o.revision).label("rev"))
+            .where(o.project == self.project, o.registry_version <= version)
+            .group_by(o.kind, o.name)
+            .subquery()
+        )
         rows = conn.execute(
-            sa.select(o.plan_json, o.removed).join_from(
-                schema.objects, latest,
-                sa.and_(o.kind == latest.c.kind, o.name == latest.c.name,
-                        o.revision == latest.c.rev))
-            .where(o.project == self.project)).all()
+            sa.select(o.plan_json, o.removed)
+            .join_from(
+                schema.objects,
+                latest,
+                sa.and_(
+                    o.kind == latest.c.kind, o.name == latest.c.name, o.revision == latest.c.rev
+                ),
+            )
+            .where(o.project == self.project)
+        ).all()
         objs = tuple(ObjectPlan.from_dict(json.loads(r.plan_json)) for r in rows if not r.removed)
         return Snapshot(version=version, plan=RepoPlan(project=self.project, objects=objs))
 
     def history(self) -> list[VersionInfo]:
         v = schema.versions.c
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(schema.versions).where(v.project == self.project)
-                                .order_by(v.version)).all()
-        return [VersionInfo(r.version, r.created_at, r.author, r.message, r.operation,
-                            r.plan_hash) for r in rows]
+            rows = conn.execute(
+                sa.select(schema.versions).where(v.project == self.project).order_by(v.version)
+            ).all()
+        return [
+            VersionInfo(r.version, r.created_at, r.author, r.message, r.operation, r.plan_hash)
+            for r in rows
+        ]
 
     def object_history(self, kind: str, name: str) -> list[dict[str, Any]]:
         """Every revision of one object: registry version, hash, removed."""
         o = schema.objects.c
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(o.revision, o.registry_version, o.hash, o.removed)
-                                .where(o.project == self.project, o.kind == kind, o.name == name)
-                                .order_by(o.revision)).all()
+            rows = conn.execute(
+                sa.select(o.revision, o.registry_version, o.hash, o.removed)
+                .where(o.project == self.project, o.kind == kind, o.name == name)
+                .order_by(o.revision)
+            ).all()
         return [dict(r._mapping) for r in rows]
 
     def diff(self, plan: RepoPlan, *, base_version: int | None = None) -> PlanDiff:
@@ -190,47 +220,71 @@ class Registry:
         return diff_plans(old, plan, base_version=base)
 
     # -- writing ---------------------------------------------------------------
-    def apply(self, plan: RepoPlan, *, expected_version: int | None = None, message: str = "",
-              author: str | None = None, operation: str = "apply") -> ApplyResult:
+    def apply(
+        self,
+        plan: RepoPlan,
+        *,
+        expected_version: int | None = None,
+        message: str = "",
+        author: str | None = None,
+        operation: str = "apply",
+    ) -> ApplyResult:
         """Make ``plan`` the new head. No change -> no new version.
 
         ``expected_version`` is the head the caller planned against; if another apply
         landed since, this raises ``RegistryConflictError`` and writes nothing.
         """
         if plan.project != self.project:
-            raise RegistryError("plan belongs to another project", obj=f"project {self.project!r}",
-                                value=plan.project)
+            raise RegistryError(
+                "plan belongs to another project",
+                obj=f"project {self.project!r}",
+                value=plan.project,
+            )
         try:
             with self.engine.begin() as conn:
                 head = self._head_in(conn)
                 if expected_version is not None and head != expected_version:
                     raise RegistryConflictError(
                         f"the registry moved from version {expected_version} to {head} "
-                        "since this plan was made", obj=f"project {self.project!r}",
-                        hint="run `featurestore plan` again, review, then apply")
+                        "since this plan was made",
+                        obj=f"project {self.project!r}",
+                        hint="run `featurestore plan` again, review, then apply",
+                    )
                 old = self._snapshot_in(conn, head).plan if head else None
                 diff = diff_plans(old, plan, base_version=head)
                 if diff.empty:
                     return ApplyResult(version=head, created=False, diff=diff)
                 version = head + 1
-                conn.execute(schema.versions.insert().values(
-                    project=self.project, version=version, created_at=datetime.now(UTC),
-                    author=author or _default_author(), message=message, operation=operation,
-                    plan_hash=plan.hash))
+                conn.execute(
+                    schema.versions.insert().values(
+                        project=self.project,
+                        version=version,
+                        created_at=datetime.now(UTC),
+                        author=author or _default_author(),
+                        message=message,
+                        operation=operation,
+                        plan_hash=plan.hash,
+                    )
+                )
                 self._write_objects(conn, old, plan, version)
         except IntegrityError as exc:
             raise RegistryConflictError(
                 "another apply created the same registry version first",
                 obj=f"project {self.project!r}",
-                hint="run `featurestore plan` again, review, then apply") from exc
+                hint="run `featurestore plan` again, review, then apply",
+            ) from exc
         except OperationalError as exc:
-            raise RegistryError(f"registry write failed: {exc.orig}", obj=f"registry {self.url}",
-                                hint="nothing was written; retry") from exc
+            raise RegistryError(
+                f"registry write failed: {exc.orig}",
+                obj=f"registry {self.url}",
+                hint="nothing was written; retry",
+            ) from exc
         self._head = None
         return ApplyResult(version=version, created=True, diff=diff)
 
-    def _write_objects(self, conn: Connection, old: RepoPlan | None, new: RepoPlan,
-                       version: int) -> None:
+    def _write_objects(
+        self, conn: Connection, old: RepoPlan | None, new: RepoPlan, version: int
+    ) -> None:
         before = old.by_key() if old else {}
         after = new.by_key()
         o = schema.objects.c
@@ -239,38 +293,64 @@ class Registry:
             if key in before and key in after and before[key].hash == after[key].hash:
                 continue
             kind, name = key
-            rev = conn.execute(sa.select(sa.func.max(o.revision)).where(
-                o.project == self.project, o.kind == kind, o.name == name)).scalar() or 0
+            rev = (
+                conn.execute(
+                    sa.select(sa.func.max(o.revision)).where(
+                        o.project == self.project, o.kind == kind, o.name == name
+                    )
+                ).scalar()
+                or 0
+            )
             obj = after.get(key) or before[key]
-            rows.append({"project": self.project, "kind": kind, "name": name,
-                         "revision": rev + 1, "registry_version": version, "hash": obj.hash,
-                         "plan_json": json.dumps(obj.to_dict(), sort_keys=True),
-                         "removed": key not in after})
+            rows.append(
+                {
+                    "project": self.project,
+                    "kind": kind,
+                    "name": name,
+                    "revision": rev + 1,
+                    "registry_version": version,
+                    "hash": obj.hash,
+                    "plan_json": json.dumps(obj.to_dict(), sort_keys=True),
+                    "removed": key not in after,
+                }
+            )
         if rows:
             conn.execute(schema.objects.insert(), rows)
 
-    def rollback(self, *, to_version: int, expected_version: int | None = None,
-                 author: str | None = None) -> ApplyResult:
+    def rollback(
+        self, *, to_version: int, expected_version: int | None = None, author: str | None = None
+    ) -> ApplyResult:
         """A new version whose objects equal those of ``to_version``."""
         target = self.snapshot(to_version).plan
-        return self.apply(target, expected_version=expected_version, author=author,
-                          message=f"rollback to version {to_version}", operation="rollback")
+        return self.apply(
+            target,
+            expected_version=expected_version,
+            author=author,
+            message=f"rollback to version {to_version}",
+            operation="rollback",
+        )
 
     # -- watermarks (materialization progress) ---------------------------------
     def get_watermark(self, name: str) -> int | None:
         w = schema.watermarks.c
         with self.engine.connect() as conn:
-            value = conn.execute(sa.select(w.value_us).where(
-                w.project == self.project, w.name == name)).scalar()
+            value = conn.execute(
+                sa.select(w.value_us).where(w.project == self.project, w.name == name)
+            ).scalar()
         return None if value is None else int(value)
 
     def set_watermark(self, name: str, value_us: int) -> None:
         w = schema.watermarks.c
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
-            updated = conn.execute(schema.watermarks.update().where(
-                w.project == self.project, w.name == name).values(value_us=value_us,
-                                                                  updated_at=now)).rowcount
+            updated = conn.execute(
+                schema.watermarks.update()
+                .where(w.project == self.project, w.name == name)
+                .values(value_us=value_us, updated_at=now)
+            ).rowcount
             if not updated:
-                conn.execute(schema.watermarks.insert().values(
-                    project=self.project, name=name, value_us=value_us, updated_at=now))
+                conn.execute(
+                    schema.watermarks.insert().values(
+                        project=self.project, name=name, value_us=value_us, updated_at=now
+                    )
+                )

@@ -16,8 +16,11 @@ def init_repo(target: str | Path, *, project: str | None = None, force: bool = F
 
     root = Path(target).resolve()
     if root.exists() and any(root.iterdir()) and not force:
-        raise DefinitionError("directory exists and is not empty", obj=str(root),
-                              hint="choose a new directory or pass --force")
+        raise DefinitionError(
+            "directory exists and is not empty",
+            obj=str(root),
+            hint="choose a new directory or pass --force",
+        )
     root.mkdir(parents=True, exist_ok=True)
     for item in TEMPLATE.iterdir():
         if item.name == "__pycache__":

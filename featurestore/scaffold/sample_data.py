@@ -19,19 +19,22 @@ def driver_stats(*, drivers: int = 20, days: int = 7, seed: int = 7) -> pl.DataF
     ids = np.repeat(np.arange(1001, 1001 + drivers, dtype=np.int64), hours)
     offsets = np.tile(np.arange(hours, dtype=np.int64), drivers)
     event = pl.Series([start]).dt.cast_time_unit("us")[0]
-    ts = pl.datetime_range(event, event + timedelta(hours=hours - 1), "1h",
-                           time_unit="us", time_zone="UTC", eager=True)
-    frame = pl.DataFrame({
-        "driver_id": ids,
-        "event_timestamp": ts.gather(offsets),
-        "conv_rate": rng.random(ids.size).round(4),
-        "acc_rate": rng.random(ids.size).round(4),
-        "avg_daily_trips": rng.integers(0, 1000, ids.size),
-    })
+    ts = pl.datetime_range(
+        event, event + timedelta(hours=hours - 1), "1h", time_unit="us", time_zone="UTC", eager=True
+    )
+    frame = pl.DataFrame(
+        {
+            "driver_id": ids,
+            "event_timestamp": ts.gather(offsets),
+            "conv_rate": rng.random(ids.size).round(4),
+            "acc_rate": rng.random(ids.size).round(4),
+            "avg_daily_trips": rng.integers(0, 1000, ids.size),
+        }
+    )
     # rows land a few minutes after the hour they describe
     return frame.with_columns(
-        created=pl.col("event_timestamp") + pl.duration(minutes=pl.lit(rng.integers(1, 30,
-                                                                                    ids.size)))
+        created=pl.col("event_timestamp")
+        + pl.duration(minutes=pl.lit(rng.integers(1, 30, ids.size)))
     )
 
 
