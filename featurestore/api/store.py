@@ -6,17 +6,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from featurestore._time import now_us, to_us
 from featurestore.compile import CompileResult, PlanIndex, RepoPlan, compile_repo
 from featurestore.config import Settings, load_settings
+from featurestore.errors import DataError
 from featurestore.registry import ApplyResult, PlanDiff, Registry
 
 if TYPE_CHECKING:
-    pass
+    from featurestore.api.online import LookupCache, OnlineResponse
+    from featurestore.api.training import Lineage, TrainingDataset
+    from featurestore.materialize import BackfillReport, MaterializeReport
+    from featurestore.stores.offline.delta import DeltaOfflineStore
+    from featurestore.stores.online.base import OnlineStore
+
+Instant = datetime | str | int
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,222 @@ class FeatureStore:
         snap = self.registry.snapshot(version if version is not None else self.pinned_version)
         return PlanIndex(snap.plan)
 
+    @cached_property
+    def offline(self) -> DeltaOfflineStore:
+        from featurestore.stores.offline.delta import DeltaOfflineStore
+
+        return DeltaOfflineStore(
+            self.settings.offline_root,
+            storage_options=dict(self.settings.config.offline_store.storage_options) or None,
+        )
+
+    @cached_property
+    def online(self) -> OnlineStore:
+        from featurestore.stores.online import open_online_store
+
+        return open_online_store(
+            self.settings.online_url, timeout=self.settings.config.online_store.timeout_seconds
+        )
+
+    @cached_property
+    def _lookups(self) -> LookupCache:
+        from featurestore.api.online import LookupCache
+
+        return LookupCache()
+
+    def _version(self) -> int:
+        return self.pinned_version if self.pinned_version is not None else self.registry.head()
+
+    def _views(self, views: Sequence[str] | None, index: PlanIndex) -> list[Any]:
+        names = list(views) if views else sorted(index.views)
+        return [index.view(n) for n in names]
+
+    # -- batch ---------------------------------------------------------------
+    def backfill(
+        self,
+        views: Sequence[str] | None = None,
+        *,
+        start: Instant | None = None,
+        end: Instant | None = None,
+        mode: str = "merge",
+        progress: bool = False,
+    ) -> list[BackfillReport]:
+        """Batch sources -> row transforms -> offline Delta tables (``start <= event_ts < end``)."""
+        from featurestore.materialize import backfill_view
+
+        index = self.index()
+        return [
+            backfill_view(
+                v,
+                repo=self.repo,
+                offline=self.offline,
+                start_us=None if start is None else to_us(start, what="start"),
+                end_us=None if end is None else to_us(end, what="end"),
+                mode=mode,
+                progress=progress,
+            )
+            for v in self._views(views, index)
+        ]
+
+    def materialize(
+        self,
+        views: Sequence[str] | None = None,
+        *,
+        end: Instant,
+        start: Instant | None = None,
+        progress: bool = False,
+    ) -> list[MaterializeReport]:
+        """Latest offline row per entity with ``start <= event_ts <= end`` -> online."""
+        from featurestore.materialize import materialize_view
+
+        index = self.index()
+        end_us = to_us(end, what="end")
+        start_us = None if start is None else to_us(start, what="start")
+        if start_us is not None and start_us > end_us:
+            raise DataError("start is after end", field="start", value=start)
+        reports = []
+        for view in self._views(views, index):
+            if not view.online:
+                continue
+            reports.append(
+                materialize_view(
+                    view,
+                    project=self.project,
+                    offline=self.offline,
+                    online=self.online,
+                    start_us=start_us,
+                    end_us=end_us,
+                    progress=progress,
+                )
+            )
+            self.registry.set_watermark(
+                f"materialize:{view.name}",
+                max(end_us, self.registry.get_watermark(f"materialize:{view.name}") or end_us),
+            )
+        return reports
+
+    def materialize_incremental(
+        self,
+        views: Sequence[str] | None = None,
+        *,
+        end: Instant | None = None,
+        lookback: str | int = "1h",
+        progress: bool = False,
+    ) -> list[MaterializeReport]:
+        """Materialize from each view's watermark (minus ``lookback``, for late data)
+        up to ``end`` (default now). The watermark lives in the registry."""
+        from featurestore._time import parse_duration_us
+        from featurestore.materialize import materialize_view
+
+        index = self.index()
+        end_us = now_us() if end is None else to_us(end, what="end")
+        back = parse_duration_us(lookback)
+        reports = []
+        for view in self._views(views, index):
+            if not view.online:
+                continue
+            mark = self.registry.get_watermark(f"materialize:{view.name}")
+            start_us = None if mark is None else mark - back
+            reports.append(
+                materialize_view(
+                    view,
+                    project=self.project,
+                    offline=self.offline,
+                    online=self.online,
+                    start_us=start_us,
+                    end_us=end_us,
+                    progress=progress,
+                )
+            )
+            self.registry.set_watermark(f"materialize:{view.name}", max(end_us, mark or end_us))
+        return reports
+
+    # -- serving ---------------------------------------------------------------
+    def get_online_features(
+        self,
+        entities: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
+        *,
+        features: Sequence[str] | None = None,
+        feature_service: str | None = None,
+        full_feature_names: bool = False,
+        request_time: Instant | None = None,
+    ) -> OnlineResponse:
+        """Values, statuses and event times for ``entities`` (columns or rows)."""
+        from featurestore.api.online import lookup
+
+        version = self._version()
+        plan = self._lookups.get(
+            self.index(version),
+            project=self.project,
+            registry_version=version,
+            features=features,
+            feature_service=feature_service,
+            full_feature_names=full_feature_names,
+        )
+        return lookup(
+            plan,
+            self.online,
+            entities,
+            request_time_us=None if request_time is None else to_us(request_time),
+        )
+
+    # -- training ----------------------------------------------------------------
+    def get_training_dataset(
+        self,
+        entity_df: Any,
+        *,
+        features: Sequence[str] | None = None,
+        feature_service: str | None = None,
+        timestamp: str = "event_timestamp",
+        as_of_known_time: bool = False,
+        full_feature_names: bool = False,
+    ) -> TrainingDataset:
+        """Point-in-time correct features for every row of ``entity_df``."""
+        from featurestore.api.training import compute_dataset
+
+        version = self._version()
+        return compute_dataset(
+            index=self.index(version),
+            project=self.project,
+            registry_version=version,
+            offline=self.offline,
+            entity_df=entity_df,
+            features=features,
+            feature_service=feature_service,
+            timestamp=timestamp,
+            as_of_known_time=as_of_known_time,
+            full_feature_names=full_feature_names,
+        )
+
+    def save_dataset(self, dataset: TrainingDataset, name: str, *, entity_df: Any) -> Lineage:
+        """Store a dataset, its spine and lineage under ``name`` in the offline store."""
+        from featurestore.api.training import save_dataset, to_polars_frame
+
+        return save_dataset(dataset, name, offline=self.offline, spine=to_polars_frame(entity_df))
+
+    def rebuild_dataset(self, name: str) -> tuple[TrainingDataset, Lineage]:
+        """Recompute a saved dataset from its pinned versions; compare ``content_hash``."""
+        from featurestore.api.training import compute_dataset, load_lineage, load_saved
+
+        lineage = load_lineage(name, offline=self.offline)
+        _, spine = load_saved(name, offline=self.offline)
+        index = self.index(lineage.registry_version)
+        rebuilt = compute_dataset(
+            index=index,
+            project=self.project,
+            registry_version=lineage.registry_version,
+            offline=self.offline,
+            entity_df=spine,
+            features=lineage.features,
+            timestamp=lineage.timestamp,
+            as_of_known_time=lineage.as_of_known_time,
+            full_feature_names=lineage.full_feature_names,
+            table_versions=lineage.table_versions,
+        )
+        return rebuilt, lineage
+
     def close(self) -> None:
         if "registry" in self.__dict__:
             self.registry.close()
+        if "online" in self.__dict__:
+            self.online.close()

@@ -237,6 +237,229 @@ def registry_rollback(
         console.print(f"Version {to} already matches the head; nothing changed.")
 
 
+dataset_app = typer.Typer(help="Training datasets: create and rebuild.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+
+StartOpt = Annotated[
+    str | None, typer.Option("--start", help="ISO time with zone, e.g. 2026-01-01T00:00:00Z")
+]
+EndOpt = Annotated[str | None, typer.Option("--end", help="ISO time with zone; default: now")]
+ViewsOpt = Annotated[
+    list[str] | None, typer.Option("--view", "-v", help="A view (repeatable); default all.")
+]
+
+
+@app.command()
+def backfill(
+    views: Annotated[list[str] | None, typer.Argument(help="Views; default all.")] = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    repo: RepoOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Read batch sources, apply row transforms, write the offline Delta tables."""
+    try:
+        store = _store(repo)
+        reports = store.backfill(views or None, start=start, end=end, progress=not as_json)
+    except FeatureStoreError as exc:
+        _fail(exc, as_json)
+    if as_json:
+        print(json.dumps([r.__dict__ for r in reports], indent=2, default=str))
+        return
+    for r in reports:
+        console.print(
+            f"[bold]{r.view}[/]: {r.rows_read:,} rows read, {r.rows_written:,} new, "
+            f"{r.rows_updated:,} updated, {r.duplicates_dropped:,} duplicates dropped, "
+            f"table version {r.table_version} in {r.seconds:.2f}s "
+            f"([bold]{r.rows_per_second:,.0f} rows/s[/])",
+            highlight=False,
+        )
+
+
+@app.command()
+def materialize(
+    views: ViewsOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    incremental: Annotated[
+        bool, typer.Option("--incremental", help="From each view's watermark.")
+    ] = False,
+    lookback: Annotated[
+        str, typer.Option(help="With --incremental: re-read this much before the watermark.")
+    ] = "1h",
+    repo: RepoOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Load the latest offline values per entity into the online store."""
+    from featurestore._time import now_us
+
+    try:
+        store = _store(repo)
+        if incremental:
+            reports = store.materialize_incremental(
+                views or None, end=end, lookback=lookback, progress=not as_json
+            )
+        else:
+            reports = store.materialize(
+                views or None,
+                start=start,
+                end=end if end is not None else now_us(),
+                progress=not as_json,
+            )
+    except FeatureStoreError as exc:
+        _fail(exc, as_json)
+    if as_json:
+        print(json.dumps([r.__dict__ for r in reports], indent=2, default=str))
+        return
+    for r in reports:
+        console.print(
+            f"[bold]{r.view}[/]: {r.entities:,} entities, {r.written:,} written, "
+            f"{r.skipped_stale:,} already newer online, in {r.seconds:.2f}s "
+            f"([bold]{r.rows_per_second:,.0f} rows/s[/])",
+            highlight=False,
+        )
+
+
+@app.command()
+def get(
+    entity: Annotated[list[str], typer.Option("--entity", "-e", help="key=value (repeatable)")],
+    features: Annotated[list[str] | None, typer.Option("--feature", "-f")] = None,
+    service: Annotated[str | None, typer.Option("--service", "-s")] = None,
+    repo: RepoOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Look up online features for one entity (in process, no server)."""
+    try:
+        store = _store(repo)
+        keys: dict[str, list[Any]] = {}
+        for item in entity:
+            name, _, value = item.partition("=")
+            keys[name] = [int(value) if value.lstrip("-").isdigit() else value]
+        resp = store.get_online_features(keys, features=features or None, feature_service=service)
+    except FeatureStoreError as exc:
+        _fail(exc, as_json)
+    if as_json:
+        print(json.dumps(resp.to_dict(), indent=2, default=str))
+        return
+    table = Table("feature", "value", "status", "event time")
+    from featurestore._time import from_us
+
+    for name, values in resp.values.items():
+        ts = resp.event_ts[name][0]
+        table.add_row(
+            name,
+            repr(values[0]),
+            resp.statuses[name][0],
+            "" if ts is None else from_us(ts).isoformat(),
+        )
+    console.print(table)
+
+
+@dataset_app.command("create")
+def dataset_create(
+    entities: Annotated[Path, typer.Option("--entities", help="Spine: Parquet or CSV file.")],
+    service: Annotated[str | None, typer.Option("--service", "-s")] = None,
+    features: Annotated[list[str] | None, typer.Option("--feature", "-f")] = None,
+    timestamp: Annotated[str, typer.Option(help="Spine timestamp column.")] = "event_timestamp",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the dataset here (Parquet).")
+    ] = None,
+    save: Annotated[
+        str | None, typer.Option("--save", help="Save with lineage under NAME.")
+    ] = None,
+    as_of_known_time: Annotated[bool, typer.Option("--as-of-known-time")] = False,
+    repo: RepoOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Build a point-in-time correct training dataset from a spine file."""
+    import polars as pl
+
+    try:
+        store = _store(repo)
+        with console.status("reading the spine"):
+            spine = (
+                pl.read_csv(entities, try_parse_dates=True)
+                if entities.suffix == ".csv"
+                else pl.read_parquet(entities)
+            )
+        with console.status(f"joining {spine.height:,} spine rows"):
+            ds = store.get_training_dataset(
+                spine,
+                features=features or None,
+                feature_service=service,
+                timestamp=timestamp,
+                as_of_known_time=as_of_known_time,
+            )
+        if out is not None:
+            ds.frame.write_parquet(out)
+        lineage = store.save_dataset(ds, save, entity_df=spine) if save else ds.lineage
+    except FeatureStoreError as exc:
+        _fail(exc, as_json)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "rows": ds.frame.height,
+                    "seconds": ds.seconds,
+                    "lineage": json.loads(lineage.to_json()),
+                },
+                indent=2,
+            )
+        )
+        return
+    console.print(
+        f"{ds.frame.height:,} rows x {ds.frame.width} columns in {ds.seconds:.2f}s "
+        f"({ds.frame.height / max(ds.seconds, 1e-9):,.0f} rows/s); content hash "
+        f"{lineage.content_hash}",
+        highlight=False,
+    )
+    if out is not None:
+        console.print(f"written to {out}")
+    if save:
+        console.print(f"saved as dataset [bold]{save}[/] with its lineage")
+
+
+@dataset_app.command("rebuild")
+def dataset_rebuild(
+    name: Annotated[str, typer.Argument()], repo: RepoOpt = Path("."), as_json: JsonOpt = False
+) -> None:
+    """Recompute a saved dataset from its pinned versions and prove it is identical."""
+    try:
+        store = _store(repo)
+        rebuilt, lineage = store.rebuild_dataset(name)
+    except FeatureStoreError as exc:
+        _fail(exc, as_json)
+    same = rebuilt.lineage.content_hash == lineage.content_hash
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "identical": same,
+                    "saved_hash": lineage.content_hash,
+                    "rebuilt_hash": rebuilt.lineage.content_hash,
+                    "registry_version": lineage.registry_version,
+                    "table_versions": lineage.table_versions,
+                },
+                indent=2,
+            )
+        )
+    elif same:
+        console.print(
+            f"[bold green]identical[/]: dataset {name} rebuilt from registry version "
+            f"{lineage.registry_version} and tables {lineage.table_versions}: "
+            f"content hash {lineage.content_hash}",
+            highlight=False,
+        )
+    else:
+        err_console.print(
+            f"[bold red]DIFFERENT[/]: saved {lineage.content_hash}, rebuilt "
+            f"{rebuilt.lineage.content_hash}",
+            highlight=False,
+        )
+    if not same:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()

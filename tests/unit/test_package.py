@@ -20,7 +20,7 @@ LAYERS = [
     ["registry"],
     ["compile"],
     ["definitions"],
-    ["errors", "config", "_dtypes", "_time", "_typing"],
+    ["errors", "config", "_dtypes", "_time", "_typing", "_progress"],
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

@@ -1,0 +1,296 @@
+"""Training datasets: point-in-time joins over the offline store, with lineage.
+
+A dataset records everything needed to compute it again: the registry version,
+the plan hash of every view, the Delta version of every table read and the hash
+of the spine. ``rebuild`` recomputes it from those pins and compares content
+hashes, so "this model was trained on exactly this data" can be proven later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from featurestore._time import utc_column
+from featurestore.compile.views import FeatureRef, PlanIndex
+from featurestore.engines.pit.join import FeatureFrame, point_in_time_join
+from featurestore.errors import DataError, RequestError
+from featurestore.stores.offline.delta import DeltaOfflineStore
+from featurestore.stores.view_specs import offline_spec
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+DATASETS = "_datasets"
+LINEAGE_FORMAT = 1
+
+
+def frame_hash(frame: pl.DataFrame) -> str:
+    """A content hash of a frame: its columns, dtypes and values, in row order."""
+    buf = io.BytesIO()
+    frame.rechunk().write_ipc(buf, compression="uncompressed")
+    digest = hashlib.sha256()
+    digest.update(json.dumps([[n, str(t)] for n, t in frame.schema.items()]).encode())
+    # The IPC stream carries the data; its framing is deterministic for one schema.
+    digest.update(buf.getvalue())
+    return digest.hexdigest()[:32]
+
+
+def to_polars_frame(data: Any, *, what: str = "entity_df") -> pl.DataFrame:
+    """A Polars DataFrame from Polars, pandas or Arrow input."""
+    if isinstance(data, pl.DataFrame):
+        return data
+    if isinstance(data, pl.LazyFrame):
+        return data.collect()
+    module = type(data).__module__
+    if module.startswith("pandas"):
+        return pl.from_pandas(data)
+    if module.startswith("pyarrow"):
+        frame = pl.from_arrow(data)
+        if isinstance(frame, pl.DataFrame):
+            return frame
+    raise RequestError(
+        "must be a Polars or pandas DataFrame or an Arrow table",
+        field=what,
+        value=type(data).__name__,
+    )
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Everything a dataset was computed from."""
+
+    project: str
+    registry_version: int
+    features: list[str]
+    timestamp: str
+    as_of_known_time: bool
+    full_feature_names: bool
+    view_plan_hashes: dict[str, str]
+    table_versions: dict[str, int | None]
+    spine_hash: str
+    spine_rows: int
+    content_hash: str = ""
+    created_at: str = ""
+    format: int = LINEAGE_FORMAT
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Lineage:
+        return cls(**json.loads(text))
+
+
+@dataclass
+class TrainingDataset:
+    """A computed training dataset and its lineage."""
+
+    frame: pl.DataFrame
+    lineage: Lineage
+    seconds: float = 0.0
+
+    def to_polars(self) -> pl.DataFrame:
+        return self.frame
+
+    def to_arrow(self) -> pa.Table:
+        return self.frame.to_arrow()
+
+    def to_pandas(self) -> pd.DataFrame:
+        return self.frame.to_pandas()
+
+
+def _view_frames(
+    index: PlanIndex,
+    refs: list[FeatureRef],
+    spine: pl.DataFrame,
+    *,
+    timestamp: str,
+    offline: DeltaOfflineStore,
+    table_versions: dict[str, int | None] | None,
+    full_feature_names: bool,
+) -> tuple[list[FeatureFrame], dict[str, int | None], dict[str, str]]:
+    by_view: dict[str, list[str]] = {}
+    for ref in refs:
+        if ref.view in index.on_demand:
+            raise RequestError("on-demand features are not supported in training yet", obj=str(ref))
+        by_view.setdefault(ref.view, [])
+        if ref.feature not in by_view[ref.view]:
+            by_view[ref.view].append(ref.feature)
+    ts = spine.select(utc_column(spine, timestamp, obj="entity_df").dt.epoch("us"))
+    lo, hi = ts.min().item(), ts.max().item()
+    frames, versions, hashes = [], {}, {}
+    outputs: list[str] = []
+    for name, feats in by_view.items():
+        view = index.view(name)
+        if view.aggregations:
+            raise RequestError(
+                "aggregated views are not supported in training yet", obj=f"feature view {name!r}"
+            )
+        missing = [k for k in view.join_keys if k not in spine.columns]
+        if missing:
+            raise RequestError(
+                f"entity_df lacks the join keys of view {name!r}",
+                field="entity_df",
+                value=missing,
+                hint=f"add the columns {list(view.join_keys)} to the spine",
+            )
+        spec = offline_spec(view)
+        pinned = table_versions.get(name) if table_versions is not None else offline.version(name)
+        if table_versions is not None and name not in table_versions:
+            raise DataError("lineage has no table version for this view", obj=name)
+        versions[name] = pinned
+        hashes[name] = view.hash
+        outs = tuple(f"{name}__{f}" if full_feature_names else f for f in feats)
+        outputs.extend(outs)
+        if pinned is None:
+            rows = pl.DataFrame(
+                schema={
+                    **{k: spine.schema[k] for k in view.join_keys},
+                    "event_ts": pl.Datetime("us", "UTC"),
+                    "created_ts": pl.Datetime("us", "UTC"),
+                    **{f: pl.Float64 for f in feats},
+                }
+            ).lazy()
+        else:
+            start = None if lo is None or view.ttl_us is None else lo - view.ttl_us
+            end = None if hi is None else hi + 1
+            rows = offline.read_view(
+                spec,
+                start_us=start,
+                end_us=end,
+                version=pinned,
+                columns=[*view.join_keys, "event_ts", "created_ts", *feats],
+            )
+        frames.append(
+            FeatureFrame(
+                name=name,
+                frame=rows,
+                join_keys=view.join_keys,
+                spine_keys=view.join_keys,
+                features=tuple(feats),
+                output_names=outs,
+                ttl_us=view.ttl_us,
+            )
+        )
+    clashes = sorted(
+        {o for o in outputs if outputs.count(o) > 1} | {o for o in outputs if o in spine.columns}
+    )
+    if clashes:
+        raise RequestError(
+            "output column names clash",
+            value=clashes,
+            hint="pass full_feature_names=True to get 'view__feature' names, "
+            "or rename the spine column",
+        )
+    return frames, versions, hashes
+
+
+def compute_dataset(
+    *,
+    index: PlanIndex,
+    project: str,
+    registry_version: int,
+    offline: DeltaOfflineStore,
+    entity_df: Any,
+    features: Sequence[str] | None = None,
+    feature_service: str | None = None,
+    timestamp: str = "event_timestamp",
+    as_of_known_time: bool = False,
+    full_feature_names: bool = False,
+    table_versions: dict[str, int | None] | None = None,
+) -> TrainingDataset:
+    started = time.perf_counter()
+    spine = to_polars_frame(entity_df)
+    if timestamp not in spine.columns:
+        raise RequestError(
+            "entity_df has no timestamp column",
+            field=timestamp,
+            hint=f"columns: {spine.columns}; pass timestamp='your_column'",
+        )
+    refs = index.resolve(list(features) if features is not None else None, feature_service)
+    frames, versions, hashes = _view_frames(
+        index,
+        refs,
+        spine,
+        timestamp=timestamp,
+        offline=offline,
+        table_versions=table_versions,
+        full_feature_names=full_feature_names,
+    )
+    result = point_in_time_join(
+        spine, timestamp=timestamp, views=frames, as_of_known_time=as_of_known_time
+    )
+    lineage = Lineage(
+        project=project,
+        registry_version=registry_version,
+        features=[str(r) for r in refs],
+        timestamp=timestamp,
+        as_of_known_time=as_of_known_time,
+        full_feature_names=full_feature_names,
+        view_plan_hashes=hashes,
+        table_versions=versions,
+        spine_hash=frame_hash(spine),
+        spine_rows=spine.height,
+        content_hash=frame_hash(result),
+        created_at=datetime.now(UTC).isoformat(),
+    )
+    return TrainingDataset(result, lineage, time.perf_counter() - started)
+
+
+def save_dataset(
+    dataset: TrainingDataset, name: str, *, offline: DeltaOfflineStore, spine: pl.DataFrame
+) -> Lineage:
+    """Write the dataset, its spine and its lineage to the offline store."""
+    base = f"{DATASETS}/{name}"
+    data_report = offline.write_table(f"{base}/data", dataset.frame, mode="overwrite")
+    spine_report = offline.write_table(f"{base}/spine", spine, mode="overwrite")
+    lineage = Lineage(
+        **{
+            **asdict(dataset.lineage),
+            "extra": {
+                **dataset.lineage.extra,
+                "data_table_version": data_report.version,
+                "spine_table_version": spine_report.version,
+            },
+        }
+    )
+    offline.write_table(
+        f"{base}/lineage", pl.DataFrame({"lineage": [lineage.to_json()]}), mode="overwrite"
+    )
+    return lineage
+
+
+def load_lineage(name: str, *, offline: DeltaOfflineStore) -> Lineage:
+    base = f"{DATASETS}/{name}"
+    if not offline.exists(f"{base}/lineage"):
+        raise RequestError(
+            "no saved dataset of this name",
+            obj=f"dataset {name!r}",
+            hint="save one with dataset.save(name) or `featurestore dataset create`",
+        )
+    text = offline.read_table(f"{base}/lineage").collect()["lineage"][0]
+    return Lineage.from_json(text)
+
+
+def load_saved(name: str, *, offline: DeltaOfflineStore) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(data, spine) of a saved dataset, at the versions it was saved with."""
+    lineage = load_lineage(name, offline=offline)
+    base = f"{DATASETS}/{name}"
+    data = offline.read_table(
+        f"{base}/data", version=lineage.extra.get("data_table_version")
+    ).collect()
+    spine = offline.read_table(
+        f"{base}/spine", version=lineage.extra.get("spine_table_version")
+    ).collect()
+    return data, spine
