@@ -87,9 +87,11 @@ class FeatureStore:
     def online(self) -> OnlineStore:
         from featurestore.stores.online import open_online_store
 
-        return open_online_store(
-            self.settings.online_url, timeout=self.settings.config.online_store.timeout_seconds
-        )
+        url = self.settings.online_url
+        if url.startswith(("redis://", "rediss://")) and "timeout_s=" not in url:
+            timeout = self.settings.config.online_store.timeout_seconds
+            url += ("&" if "?" in url else "?") + f"timeout_s={timeout}"
+        return open_online_store(url)
 
     @cached_property
     def _lookups(self) -> LookupCache:
