@@ -18,6 +18,7 @@ down) or not (a definition that is wrong).
     │   └── VersionNotFoundError     no such registry version
     ├── StoreError               a store failed
     │   ├── OfflineStoreError
+    │   │   └── OfflineStoreConflictError  a concurrent commit won (retryable)
     │   └── OnlineStoreError
     │       └── OnlineStoreUnavailable   the online store cannot be reached (retryable)
     └── StreamError              the stream worker cannot go on
@@ -146,6 +147,12 @@ class OfflineStoreError(StoreError):
     """The offline (Delta Lake) store failed."""
 
 
+class OfflineStoreConflictError(OfflineStoreError):
+    """A concurrent Delta commit won the race, even after retries; try again."""
+
+    retryable = True
+
+
 class OnlineStoreError(StoreError):
     """The online store failed."""
 
@@ -165,6 +172,7 @@ __all__ = [
     "DefinitionError",
     "DefinitionErrors",
     "FeatureStoreError",
+    "OfflineStoreConflictError",
     "OfflineStoreError",
     "OnlineStoreError",
     "OnlineStoreUnavailable",

@@ -25,7 +25,7 @@ import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
-from featurestore.errors import FeatureStoreError, OfflineStoreError
+from featurestore.errors import FeatureStoreError, OfflineStoreConflictError, OfflineStoreError
 from featurestore.stores.offline import _rewrite
 from featurestore.stores.offline._prepare import prepare_generic_frame
 from featurestore.stores.offline._schema import restore_exprs, stored_dtypes, to_storage_arrow
@@ -344,13 +344,11 @@ class DeltaOfflineStore:
                 return fn()
             except CommitFailedError as exc:
                 if attempt == COMMIT_ATTEMPTS - 1:
-                    err = OfflineStoreError(
+                    raise OfflineStoreConflictError(
                         f"lost {COMMIT_ATTEMPTS} commit races to concurrent writers: {exc}",
                         obj=f"table {name!r}",
                         hint="Retry later; another process is writing the same partitions",
-                    )
-                    err.retryable = True
-                    raise err from exc
+                    ) from exc
                 time.sleep(0.05 * 2**attempt * (0.5 + random.random()))
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -362,13 +360,11 @@ class DeltaOfflineStore:
         except FeatureStoreError:
             raise
         except CommitFailedError as exc:
-            err = OfflineStoreError(
+            raise OfflineStoreConflictError(
                 f"{action} lost a commit race: {exc}",
                 obj=f"table {name!r}",
                 hint="Retry; another writer committed first",
-            )
-            err.retryable = True
-            raise err from exc
+            ) from exc
         except (DeltaError, pa.ArrowException, OSError) as exc:
             raise OfflineStoreError(
                 f"{action} failed: {exc}",
