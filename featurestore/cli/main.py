@@ -314,7 +314,8 @@ def materialize(
     for r in reports:
         console.print(
             f"[bold]{r.view}[/]: {r.entities:,} entities, {r.written:,} written, "
-            f"{r.skipped_stale:,} already newer online, in {r.seconds:.2f}s "
+            f"{r.skipped_stale:,} already newer online, {r.skipped_expired:,} past retention, "
+            f"in {r.seconds:.2f}s "
             f"([bold]{r.rows_per_second:,.0f} rows/s[/])",
             highlight=False,
         )

@@ -29,6 +29,7 @@ class MaterializeReport:
     written: int
     skipped_stale: int
     seconds: float
+    skipped_expired: int = 0
 
     @property
     def rows_per_second(self) -> float:
@@ -67,7 +68,7 @@ def materialize_view(
         )
     rows = offline.read_view(offline_spec(view), start_us=start_us, end_us=end_us + 1)
     latest = latest_per_entity(rows, view.join_keys).collect(engine="streaming")
-    written = skipped = 0
+    written = skipped = expired = 0
     with progress_bar(
         f"materialize {view.name}", total=latest.height, unit="entities", enabled=progress
     ) as advance:
@@ -76,6 +77,7 @@ def materialize_view(
             stats = online.write(schema, WriteBatch.from_frame(chunk, schema=schema))
             written += stats.written
             skipped += stats.skipped_stale
+            expired += stats.skipped_expired
             advance(chunk.height)
     return MaterializeReport(
         view.name, start_us, end_us, latest.height, written, skipped, time.perf_counter() - started
