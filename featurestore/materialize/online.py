@@ -79,6 +79,7 @@ def materialize_view(
             skipped += stats.skipped_stale
             expired += stats.skipped_expired
             advance(chunk.height)
+    seconds = time.perf_counter() - started
     return MaterializeReport(
-        view.name, start_us, end_us, latest.height, written, skipped, time.perf_counter() - started
+        view.name, start_us, end_us, latest.height, written, skipped, seconds, expired
     )
