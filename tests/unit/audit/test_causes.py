@@ -1,0 +1,216 @@
+"""Outcomes and causes of single rows, each rule and the precedence, against a plain
+Python reading of the rules in ``featurestore/audit/causes.py``."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from featurestore.audit.causes import CAUSES, OUTCOMES, Columns, cause, outcome
+from featurestore.audit.logs import T_US
+
+C = Columns.of("v:x")
+TTL, TOL = 500, 10
+DEFAULTS = {
+    C.has: True,
+    C.served: 1.0,
+    C.status: "PRESENT",
+    C.served_ts: 100,
+    C.full: 1.0,
+    C.known: 1.0,
+    C.old_full: None,
+    C.old_known: None,
+    C.full_event: 100,
+    C.full_created: 150,
+    C.known_event: 100,
+    C.edge: False,
+    C.changed: False,
+    C.old_ok: True,
+    T_US: 1000,
+}
+SCHEMA = {
+    C.has: pl.Boolean,
+    C.served: pl.Float64,
+    C.status: pl.String,
+    C.served_ts: pl.Int64,
+    C.full: pl.Float64,
+    C.known: pl.Float64,
+    C.old_full: pl.Float64,
+    C.old_known: pl.Float64,
+    C.full_event: pl.Int64,
+    C.full_created: pl.Int64,
+    C.known_event: pl.Int64,
+    C.edge: pl.Boolean,
+    C.changed: pl.Boolean,
+    C.old_ok: pl.Boolean,
+    T_US: pl.Int64,
+}
+
+
+def judge(rows: list[dict]) -> list[tuple[str | None, str | None]]:
+    frame = pl.DataFrame(rows, schema=SCHEMA).with_columns(
+        pl.col(C.served_ts).cast(pl.Datetime("us", "UTC"))
+    )
+    frame = frame.with_columns(outcome(C).alias("o"))
+    frame = frame.with_columns(cause(C, "o", ttl_us=TTL, tolerance_us=TOL).alias("c"))
+    return [
+        (None if o is None else OUTCOMES[o], None if c is None else CAUSES[c])
+        for o, c in frame.select("o", "c").iter_rows()
+    ]
+
+
+def row(**changes) -> dict:
+    names = {
+        "has": C.has, "served": C.served, "status": C.status, "served_ts": C.served_ts,
+        "full": C.full, "known": C.known, "old_full": C.old_full, "old_known": C.old_known,
+        "full_event": C.full_event, "full_created": C.full_created,
+        "known_event": C.known_event, "edge": C.edge, "changed": C.changed,
+        "old_ok": C.old_ok, "t": T_US,
+    }  # fmt: skip
+    return {**DEFAULTS, **{names[k]: v for k, v in changes.items()}}
+
+
+NOTHING = {"full": None, "known": None, "full_event": None, "full_created": None,
+           "known_event": None}  # fmt: skip
+CASES = {
+    "equal": (row(), ("match", None)),
+    "nan equals nan": (row(served=math.nan, full=math.nan, known=math.nan), ("match", None)),
+    "null equals null": (
+        row(served=None, status="MISSING", served_ts=None, **NOTHING),
+        ("match", None),
+    ),
+    "not served with this feature": (row(has=False, full=2.0), (None, None)),
+    "late row, served what was known": (
+        row(full=2.0, full_event=200, full_created=1500),
+        ("value_mismatch", "late_data"),
+    ),
+    "late row, and known newer than served": (
+        row(full=2.0, full_event=200, full_created=1500, known=3.0, known_event=150),
+        ("value_mismatch", "stale_online"),
+    ),
+    "newer row known in time": (
+        row(full=2.0, known=2.0, full_event=200, full_created=300, known_event=200),
+        ("value_mismatch", "stale_online"),
+    ),
+    "nothing served, a row known": (
+        row(served=None, status="MISSING", served_ts=None, full=2.0, known=2.0),
+        ("missing_online", "stale_online"),
+    ),
+    "expired online at the edge, present offline": (
+        row(
+            served=None,
+            status="EXPIRED",
+            served_ts=495,
+            full=2.0,
+            known=2.0,
+            full_event=495,
+            known_event=495,
+        ),
+        ("missing_online", "ttl_edge"),
+    ),
+    "present online at the edge, expired offline": (
+        row(served_ts=505, **NOTHING),
+        ("missing_offline", "ttl_edge"),
+    ),
+    "present online, far from the edge, nothing offline": (
+        row(served_ts=300, **NOTHING),
+        ("missing_offline", "unexplained"),
+    ),
+    "definition changed, old definition explains": (
+        row(full=2.0, known=2.0, changed=True, old_known=1.0, old_full=1.0),
+        ("value_mismatch", "definition_changed"),
+    ),
+    "definition changed, cannot recompute the old one": (
+        row(full=2.0, known=2.0, changed=True, old_ok=False),
+        ("value_mismatch", "definition_changed"),
+    ),
+    "definition changed, old definition does not explain": (
+        row(full=2.0, known=2.0, changed=True, old_known=5.0, old_full=5.0),
+        ("value_mismatch", "unexplained"),
+    ),
+    "definition changed and late: the change comes first": (
+        row(full=2.0, full_created=1500, changed=True, old_known=1.0, old_full=4.0, known=3.0),
+        ("value_mismatch", "definition_changed"),
+    ),
+    "window edge": (row(full=2.0, known=2.0, edge=True), ("value_mismatch", "window_edge")),
+    "same row, different value": (row(full=2.0, known=2.0), ("value_mismatch", "unexplained")),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_each_rule(name):
+    values, expected = CASES[name]
+    assert judge([values]) == [expected]
+
+
+# --- the rules once more, row by row in plain Python --------------------------------
+
+
+def same(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return a == b
+
+
+def reference(r: dict) -> tuple[str | None, str | None]:
+    if not r[C.has]:
+        return None, None
+    served, full, known = r[C.served], r[C.full], r[C.known]
+    if same(served, full):
+        return "match", None
+    kind = (
+        "missing_online" if served is None
+        else "missing_offline" if full is None
+        else "value_mismatch"
+    )  # fmt: skip
+    t, sts, kts = r[T_US], r[C.served_ts], r[C.known_event]
+    if r[C.changed] and (
+        not r[C.old_ok]
+        or (same(r[C.old_known], served) and not same(known, served))
+        or (same(r[C.old_full], served) and not same(full, served))
+    ):
+        return kind, "definition_changed"
+    if r[C.full_created] is not None and r[C.full_created] > t and same(known, served):
+        return kind, "late_data"
+    if kts is not None and (r[C.status] == "MISSING" or (sts is not None and sts < kts)):
+        return kind, "stale_online"
+    if sts is not None and abs(sts + TTL - t) <= TOL and (served is None) != (known is None):
+        return kind, "ttl_edge"
+    if r[C.edge]:
+        return kind, "window_edge"
+    return kind, "unexplained"
+
+
+values = st.sampled_from([None, 1.0, 2.0, math.nan])
+stamps = st.sampled_from([None, 100, 495, 505, 1000, 1500])
+rows = st.fixed_dictionaries(
+    {
+        C.has: st.booleans(),
+        C.served: values,
+        C.status: st.sampled_from(["PRESENT", "MISSING", "EXPIRED"]),
+        C.served_ts: stamps,
+        C.full: values,
+        C.known: values,
+        C.old_full: values,
+        C.old_known: values,
+        C.full_event: stamps,
+        C.full_created: stamps,
+        C.known_event: stamps,
+        C.edge: st.booleans(),
+        C.changed: st.booleans(),
+        C.old_ok: st.booleans(),
+        T_US: st.sampled_from([1000]),
+    }
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(rows, min_size=1, max_size=40))
+def test_vectorised_rules_match_the_plain_reading(batch):
+    assert judge(batch) == [reference(r) for r in batch]
