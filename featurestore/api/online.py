@@ -10,9 +10,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featurestore._time import now_us
+from featurestore.api.on_demand import OnDemandPlan, compile_on_demand, run_on_demand
 from featurestore.compile.views import FeatureRef, PlanIndex
 from featurestore.errors import RequestError
 from featurestore.stores.online.base import OnlineStore, OnlineViewSchema, ReadRequest
@@ -30,8 +32,15 @@ EXPIRED = "EXPIRED"
 class ViewLookup:
     schema: OnlineViewSchema
     features: tuple[str, ...]
-    outputs: tuple[str, ...]
+    outputs: tuple[str | None, ...]  # None: read only as an input of an on-demand view
     ttl_us: int | None
+
+
+@dataclass(frozen=True)
+class OnDemandLookup:
+    plan: OnDemandPlan
+    features: tuple[str, ...]
+    outputs: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,7 @@ class LookupPlan:
     join_keys: tuple[str, ...]
     outputs: tuple[str, ...]
     registry_version: int
+    on_demand: tuple[OnDemandLookup, ...] = ()
 
 
 @dataclass
@@ -85,27 +95,47 @@ def build_lookup_plan(
     features: Sequence[str] | None = None,
     feature_service: str | None = None,
     full_feature_names: bool = False,
+    repo: Path | None = None,
 ) -> LookupPlan:
+    """Resolve references once: views to read, hidden inputs of on-demand views,
+    output names (clashes are errors unless ``full_feature_names``)."""
     refs = index.resolve(list(features) if features is not None else None, feature_service)
-    by_view: dict[str, list[FeatureRef]] = {}
+    wanted = [r for r in refs if r.view not in index.on_demand]
+    odfv_refs: dict[str, list[str]] = {}
     for ref in refs:
         if ref.view in index.on_demand:
-            raise RequestError("on-demand features are not served yet", obj=str(ref))
-        by_view.setdefault(ref.view, []).append(ref)
+            odfv_refs.setdefault(ref.view, []).append(ref.feature)
+    on_demand = []
+    hidden: list[FeatureRef] = []
+    for name, od_feats in odfv_refs.items():
+        odp = compile_on_demand(index.on_demand[name], index, repo=repo or Path("."))
+        od_outs = tuple(f"{name}__{f}" if full_feature_names else f for f in od_feats)
+        on_demand.append(OnDemandLookup(odp, tuple(od_feats), od_outs))
+        hidden.extend(i for i in odp.inputs if i not in wanted and i not in hidden)
+    by_view: dict[str, list[tuple[str, bool]]] = {}
+    for ref in wanted:
+        by_view.setdefault(ref.view, []).append((ref.feature, True))
+    for ref in hidden:
+        by_view.setdefault(ref.view, []).append((ref.feature, False))
     views = []
     outputs: list[str] = []
     keys: list[str] = []
-    for name, view_refs in by_view.items():
+    for name, items in by_view.items():
         view = index.view(name)
         if not view.online:
             raise RequestError(
                 "this view is not served online (online=False)", obj=f"feature view {name!r}"
             )
-        feats = tuple(dict.fromkeys(r.feature for r in view_refs))
-        outs = tuple(f"{name}__{f}" if full_feature_names else f for f in feats)
+        feats = tuple(dict.fromkeys(f for f, _ in items))
+        shown = {f for f, visible in items if visible}
+        outs = tuple(
+            (f"{name}__{f}" if full_feature_names else f) if f in shown else None for f in feats
+        )
         views.append(ViewLookup(online_schema(project, view), feats, outs, view.ttl_us))
-        outputs.extend(outs)
+        outputs.extend(o for o in outs if o is not None)
         keys.extend(k for k in view.join_keys if k not in keys)
+    for od in on_demand:
+        outputs.extend(od.outputs)
     clashes = sorted({o for o in outputs if outputs.count(o) > 1})
     if clashes:
         raise RequestError(
@@ -113,7 +143,7 @@ def build_lookup_plan(
             value=clashes,
             hint="pass full_feature_names=True to get 'view__feature' names",
         )
-    return LookupPlan(tuple(views), tuple(keys), tuple(outputs), registry_version)
+    return LookupPlan(tuple(views), tuple(keys), tuple(outputs), registry_version, tuple(on_demand))
 
 
 def _entity_columns(
@@ -155,9 +185,11 @@ def lookup(
     entities: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
     *,
     request_time_us: int | None = None,
+    request_data: Mapping[str, Sequence[Any]] | None = None,
 ) -> OnlineResponse:
-    """Read every view of ``plan`` for ``entities`` in one store call."""
-    columns, _ = _entity_columns(entities, plan.join_keys)
+    """Read every view of ``plan`` for ``entities`` in one store call, then run the
+    on-demand transforms over ``request_data`` and the values read."""
+    columns, n = _entity_columns(entities, plan.join_keys)
     r = now_us() if request_time_us is None else request_time_us
     requests = [
         ReadRequest(v.schema, {k: columns[k] for k in v.schema.join_keys}, v.features)
@@ -167,6 +199,7 @@ def lookup(
     values: dict[str, list[Any]] = {}
     statuses: dict[str, list[str]] = {}
     stamps: dict[str, list[int | None]] = {}
+    inputs: dict[tuple[str, str], tuple[list[Any], list[str]]] = {}
     for v, res in zip(plan.views, results, strict=True):
         ets = res.event_ts
         if v.ttl_us is None:
@@ -181,12 +214,53 @@ def lookup(
                 vals = list(vals)
                 for i in expired:
                     vals[i] = None
-            values[out] = vals
-            statuses[out] = status
-            stamps[out] = ets
+            if plan.on_demand:
+                inputs[(v.schema.view, feat)] = (vals, status)
+            if out is not None:
+                values[out] = vals
+                statuses[out] = status
+                stamps[out] = ets
+    for od in plan.on_demand:
+        _run_on_demand_online(od, inputs, request_data or {}, n, values, statuses, stamps)
     return OnlineResponse(
         {k: columns[k] for k in plan.join_keys}, values, statuses, stamps, plan.registry_version, r
     )
+
+
+_RANK = {PRESENT: 0, EXPIRED: 1, MISSING: 2}
+
+
+def _run_on_demand_online(
+    od: OnDemandLookup,
+    inputs: Mapping[tuple[str, str], tuple[list[Any], list[str]]],
+    request_data: Mapping[str, Sequence[Any]],
+    n: int,
+    values: dict[str, list[Any]],
+    statuses: dict[str, list[str]],
+    stamps: dict[str, list[int | None]],
+) -> None:
+    import polars as pl
+
+    cols: dict[str, Any] = {}
+    for field in od.plan.request_fields:
+        if field in request_data:
+            col = list(request_data[field])
+            if len(col) != n:
+                raise RequestError(
+                    f"request data has {len(col)} values, not one per entity ({n})",
+                    field=f"request_data.{field}",
+                )
+            cols[field] = col
+    status = [PRESENT] * n
+    for ref in od.plan.inputs:
+        vals, st = inputs[(ref.view, ref.feature)]
+        cols[ref.feature] = vals
+        status = [a if _RANK[a] >= _RANK[b] else b for a, b in zip(status, st, strict=True)]
+    out = run_on_demand(od.plan, pl.DataFrame(cols, strict=False))
+    for feat, name in zip(od.features, od.outputs, strict=True):
+        values[name] = out[feat].to_list()
+        statuses[name] = status
+        stamps[name] = [None] * n
 
 
 class LookupCache:
@@ -205,6 +279,7 @@ class LookupCache:
         features: Sequence[str] | None,
         feature_service: str | None,
         full_feature_names: bool,
+        repo: Path | None = None,
     ) -> LookupPlan:
         key = (
             registry_version,
@@ -221,6 +296,7 @@ class LookupCache:
                 features=features,
                 feature_service=feature_service,
                 full_feature_names=full_feature_names,
+                repo=repo,
             )
             with self._lock:
                 if len(self._plans) > 10_000:

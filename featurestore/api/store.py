@@ -20,6 +20,7 @@ from featurestore.errors import DataError
 from featurestore.registry import ApplyResult, PlanDiff, Registry
 
 if TYPE_CHECKING:
+    from featurestore.api.feature_log import FeatureLogger
     from featurestore.api.online import LookupCache, OnlineResponse
     from featurestore.api.training import Lineage, TrainingDataset
     from featurestore.materialize import BackfillReport, MaterializeReport
@@ -46,6 +47,7 @@ class FeatureStore:
         self.repo = self.settings.repo
         self.project = self.settings.project
         self.pinned_version = registry_version
+        self.feature_logger: FeatureLogger | None = None
 
     @cached_property
     def registry(self) -> Registry:
@@ -215,8 +217,13 @@ class FeatureStore:
         feature_service: str | None = None,
         full_feature_names: bool = False,
         request_time: Instant | None = None,
+        request_data: Mapping[str, Sequence[Any]] | None = None,
     ) -> OnlineResponse:
-        """Values, statuses and event times for ``entities`` (columns or rows)."""
+        """Values, statuses and event times for ``entities`` (columns or rows).
+
+        ``request_data`` holds the request-time fields that on-demand features read,
+        one value per entity.
+        """
         from featurestore.api.online import lookup
 
         version = self._version()
@@ -227,13 +234,35 @@ class FeatureStore:
             features=features,
             feature_service=feature_service,
             full_feature_names=full_feature_names,
+            repo=self.repo,
         )
-        return lookup(
+        response = lookup(
             plan,
             self.online,
             entities,
             request_time_us=None if request_time is None else to_us(request_time),
+            request_data=request_data,
         )
+        if self.feature_logger is not None:
+            self.feature_logger.log(
+                response,
+                feature_service=feature_service,
+                features=features,
+                full_feature_names=full_feature_names,
+                plan=plan,
+            )
+        return response
+
+    def enable_feature_logging(self, **options: Any) -> FeatureLogger:
+        """Log every in-process lookup to the offline store (asynchronously, bounded;
+        see ``FeatureLogger`` for ``queue_size``, ``sample_rates``...)."""
+        from featurestore.api.feature_log import FeatureLogger
+
+        if self.feature_logger is None:
+            self.feature_logger = FeatureLogger(
+                self.offline, project=self.project, index=self.index, **options
+            )
+        return self.feature_logger
 
     # -- training ----------------------------------------------------------------
     def get_training_dataset(
@@ -291,6 +320,8 @@ class FeatureStore:
         return rebuilt, lineage
 
     def close(self) -> None:
+        if self.feature_logger is not None:
+            self.feature_logger.close()
         if "registry" in self.__dict__:
             self.registry.close()
         if "online" in self.__dict__:

@@ -461,6 +461,76 @@ def dataset_rebuild(
         raise typer.Exit(1)
 
 
+skew_app = typer.Typer(help="Training/serving skew: audit what was served.", no_args_is_help=True)
+app.add_typer(skew_app, name="skew")
+
+
+@skew_app.command("audit")
+def skew_audit(
+    feature_service: Annotated[str | None, typer.Option("--feature-service", "-s")] = None,
+    features: Annotated[
+        str | None,
+        typer.Option("--features", help="Comma-separated 'view:feature' list (an ad-hoc log)."),
+    ] = None,
+    log_table: Annotated[str | None, typer.Option("--log-table")] = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    sample: Annotated[float | None, typer.Option(help="Audit this fraction of requests.")] = None,
+    training_dataset: Annotated[
+        str | None,
+        typer.Option("--training-dataset", help="Saved dataset to compare distributions with."),
+    ] = None,
+    max_mismatch_rate: Annotated[float, typer.Option()] = 0.01,
+    max_unexplained_rate: Annotated[float, typer.Option()] = 0.0,
+    max_psi: Annotated[float, typer.Option()] = 0.25,
+    max_ks: Annotated[float | None, typer.Option()] = None,
+    edge_tolerance: Annotated[str, typer.Option()] = "1s",
+    html: Annotated[Path | None, typer.Option("--html", help="Write an HTML report.")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown")] = None,
+    examples: Annotated[int, typer.Option("--examples")] = 10,
+    repo: RepoOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Recompute what was served offline, report and explain every mismatch.
+
+    Exits 5 when a threshold is exceeded, so CI and schedulers can gate on it.
+    """
+    from featurestore.audit import Thresholds, render_html, render_markdown, render_terminal
+    from featurestore.audit import run_audit as audit
+
+    try:
+        store = _store(repo)
+        with console.status("auditing served features"):
+            report = audit(
+                store,
+                start=start,
+                end=end,
+                feature_service=feature_service,
+                features=[f.strip() for f in features.split(",")] if features else None,
+                log_table=log_table,
+                sample=sample,
+                training_dataset=training_dataset,
+                thresholds=Thresholds(
+                    max_mismatch_rate=max_mismatch_rate,
+                    max_unexplained_rate=max_unexplained_rate,
+                    max_psi=max_psi,
+                    max_ks=max_ks,
+                ),
+                edge_tolerance=edge_tolerance,
+            )
+    except FeatureStoreError as exc:
+        _fail(exc, as_json)
+    if html is not None:
+        html.write_text(render_html(report, max_examples=examples))
+    if markdown is not None:
+        markdown.write_text(render_markdown(report, max_examples=examples))
+    if as_json:
+        print(report.to_json(max_examples=examples))
+    else:
+        render_terminal(report, console=console, max_examples=examples)
+    raise typer.Exit(report.exit_code)
+
+
 def main() -> None:
     try:
         app()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from featurestore.compile.plan import content_hash
 from featurestore.compile.views import FeatureViewPlan
 from featurestore.stores.offline.spec import OfflineTableSpec
-from featurestore.stores.online.base import OnlineViewSchema
+from featurestore.stores.online.base import OnlineViewSchema, make_schema_id
 
 
 def stored_features(view: FeatureViewPlan) -> dict[str, str]:
@@ -32,11 +33,34 @@ def offline_spec(view: FeatureViewPlan) -> OfflineTableSpec:
     )
 
 
+# What decides the values a view computes. Metadata, TTL and the online flag do not.
+_DERIVATION = ("join_keys", "source", "transform", "features", "aggregations")
+
+
+def derivation_hash(view: FeatureViewPlan) -> str:
+    """A hash of everything that decides a view's values (not docs, not the TTL)."""
+    return content_hash({k: view.spec.get(k) for k in _DERIVATION})[:8]
+
+
 def online_schema(project: str, view: FeatureViewPlan) -> OnlineViewSchema:
-    return OnlineViewSchema.build(
+    """The online layout of a view. Its ``schema_id`` changes when the values would:
+    a new transform or source gets fresh records (re-materialize), because
+    compare-and-set would otherwise keep the old values, whose timestamps are equal."""
+    keys = dict(zip(view.join_keys, view.key_dtypes, strict=True))
+    features = dict(zip(view.features, view.feature_dtypes, strict=True))
+    layout = make_schema_id(
+        join_keys=tuple(keys),
+        key_dtypes=tuple(keys.values()),
+        features=tuple(features),
+        feature_dtypes=tuple(features.values()),
+    )
+    return OnlineViewSchema(
         project=project,
         view=view.name,
-        keys=dict(zip(view.join_keys, view.key_dtypes, strict=True)),
-        features=dict(zip(view.features, view.feature_dtypes, strict=True)),
+        join_keys=tuple(keys),
+        key_dtypes=tuple(keys.values()),
+        features=tuple(features),
+        feature_dtypes=tuple(features.values()),
         ttl_us=view.ttl_us,
+        schema_id=f"{layout}-{derivation_hash(view)}",
     )
