@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import textwrap
+from datetime import datetime
 from pathlib import Path
 
 from featurestore.scaffold import init_repo
+from featurestore.scaffold.sample_data import SAMPLE_END
 
 
 def write_repo(root: Path, files: dict[str, str], *, project: str = "t") -> Path:
@@ -19,5 +21,7 @@ def write_repo(root: Path, files: dict[str, str], *, project: str = "t") -> Path
     return root
 
 
-def quickstart(root: Path, *, project: str = "quickstart") -> Path:
-    return init_repo(root, project=project)
+def quickstart(root: Path, *, project: str = "quickstart", data_end: datetime = SAMPLE_END) -> Path:
+    """The quickstart repo with sample data at fixed dates (ending at SAMPLE_END),
+    unless ``data_end`` says otherwise."""
+    return init_repo(root, project=project, data_end=data_end)

@@ -170,9 +170,17 @@ class LogLayout:
             key_dtypes.update(zip(v.schema.join_keys, v.schema.key_dtypes, strict=True))
             by_name = dict(zip(v.schema.features, v.schema.feature_dtypes, strict=True))
             for feat, out in zip(v.features, v.outputs, strict=True):
+                if out is None:
+                    continue  # read only as an input of an on-demand view
                 outputs.append(out)
                 refs.append(f"{v.schema.view}:{feat}")
                 dtypes.append(by_name[feat])
+        for od in plan.on_demand:
+            by_out = dict(od.plan.outputs)
+            for feat, out in zip(od.features, od.outputs, strict=True):
+                outputs.append(out)
+                refs.append(f"{od.plan.name}:{feat}")
+                dtypes.append(by_out[feat])
         table = log_table_name(
             feature_service=feature_service,
             features=None if feature_service is not None else (features or refs),

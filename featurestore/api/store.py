@@ -290,6 +290,7 @@ class FeatureStore:
             timestamp=timestamp,
             as_of_known_time=as_of_known_time,
             full_feature_names=full_feature_names,
+            repo=self.repo,
         )
 
     def save_dataset(self, dataset: TrainingDataset, name: str, *, entity_df: Any) -> Lineage:
@@ -316,6 +317,7 @@ class FeatureStore:
             as_of_known_time=lineage.as_of_known_time,
             full_feature_names=lineage.full_feature_names,
             table_versions=lineage.table_versions,
+            repo=self.repo,
         )
         return rebuilt, lineage
 

@@ -15,11 +15,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from featurestore._dtypes import to_polars
 from featurestore._time import utc_column
+from featurestore.api.on_demand import compile_on_demand, run_on_demand
 from featurestore.compile.views import FeatureRef, PlanIndex
 from featurestore.engines.pit.join import FeatureFrame, point_in_time_join
 from featurestore.errors import DataError, RequestError
@@ -112,26 +115,25 @@ class TrainingDataset:
 
 def _view_frames(
     index: PlanIndex,
-    refs: list[FeatureRef],
+    columns: list[tuple[FeatureRef, str]],
     spine: pl.DataFrame,
     *,
     timestamp: str,
     offline: DeltaOfflineStore,
     table_versions: dict[str, int | None] | None,
-    full_feature_names: bool,
 ) -> tuple[list[FeatureFrame], dict[str, int | None], dict[str, str]]:
-    by_view: dict[str, list[str]] = {}
-    for ref in refs:
-        if ref.view in index.on_demand:
-            raise RequestError("on-demand features are not supported in training yet", obj=str(ref))
-        by_view.setdefault(ref.view, [])
-        if ref.feature not in by_view[ref.view]:
-            by_view[ref.view].append(ref.feature)
+    """One ``FeatureFrame`` per view, reading the pinned table version, pruned to
+    the event times the spine can use. ``columns`` pairs each feature with its
+    output column name."""
+    by_view: dict[str, dict[str, str]] = {}
+    for ref, out in columns:
+        by_view.setdefault(ref.view, {}).setdefault(ref.feature, out)
     ts = spine.select(utc_column(spine, timestamp, obj="entity_df").dt.epoch("us"))
     lo, hi = ts.min().item(), ts.max().item()
     frames, versions, hashes = [], {}, {}
     outputs: list[str] = []
-    for name, feats in by_view.items():
+    for name, feat_outs in by_view.items():
+        feats = list(feat_outs)
         view = index.view(name)
         if view.aggregations:
             raise RequestError(
@@ -151,7 +153,7 @@ def _view_frames(
             raise DataError("lineage has no table version for this view", obj=name)
         versions[name] = pinned
         hashes[name] = view.hash
-        outs = tuple(f"{name}__{f}" if full_feature_names else f for f in feats)
+        outs = tuple(feat_outs.values())
         outputs.extend(outs)
         if pinned is None:
             rows = pl.DataFrame(
@@ -159,7 +161,11 @@ def _view_frames(
                     **{k: spine.schema[k] for k in view.join_keys},
                     "event_ts": pl.Datetime("us", "UTC"),
                     "created_ts": pl.Datetime("us", "UTC"),
-                    **{f: pl.Float64 for f in feats},
+                    **{
+                        f: to_polars(d)
+                        for f, d in zip(view.features, view.feature_dtypes, strict=True)
+                        if f in feat_outs
+                    },
                 }
             ).lazy()
         else:
@@ -209,6 +215,7 @@ def compute_dataset(
     as_of_known_time: bool = False,
     full_feature_names: bool = False,
     table_versions: dict[str, int | None] | None = None,
+    repo: Path | None = None,
 ) -> TrainingDataset:
     started = time.perf_counter()
     spine = to_polars_frame(entity_df)
@@ -219,18 +226,49 @@ def compute_dataset(
             hint=f"columns: {spine.columns}; pass timestamp='your_column'",
         )
     refs = index.resolve(list(features) if features is not None else None, feature_service)
+
+    def out_name(ref: FeatureRef) -> str:
+        return f"{ref.view}__{ref.feature}" if full_feature_names else ref.feature
+
+    plain = [r for r in refs if r.view not in index.on_demand]
+    od_groups: dict[str, list[FeatureRef]] = {}
+    for r in refs:
+        if r.view in index.on_demand:
+            od_groups.setdefault(r.view, []).append(r)
+    od_plans = [
+        (compile_on_demand(index.on_demand[n], index, repo=repo or Path(".")), group)
+        for n, group in od_groups.items()
+    ]
+    columns = [(r, out_name(r)) for r in plain]
+    where = dict(columns)
+    for odp, _ in od_plans:
+        for ref in odp.inputs:
+            if ref not in where:
+                where[ref] = f"__fs_input__{ref.view}__{ref.feature}"
+                columns.append((ref, where[ref]))
     frames, versions, hashes = _view_frames(
         index,
-        refs,
+        columns,
         spine,
         timestamp=timestamp,
         offline=offline,
         table_versions=table_versions,
-        full_feature_names=full_feature_names,
     )
     result = point_in_time_join(
         spine, timestamp=timestamp, views=frames, as_of_known_time=as_of_known_time
     )
+    for odp, group in od_plans:
+        # The same function the online path runs, over the point-in-time values.
+        inputs = result.select(
+            *[pl.col(f) for f in odp.request_fields if f in result.columns],
+            *[pl.col(where[ref]).alias(ref.feature) for ref in odp.inputs],
+        )
+        out = run_on_demand(odp, inputs)
+        result = result.with_columns(out.get_column(r.feature).alias(out_name(r)) for r in group)
+        hashes[odp.name] = index.on_demand[odp.name].hash
+    hidden = [c for c in result.columns if c.startswith("__fs_input__")]
+    if hidden:
+        result = result.drop(hidden)
     lineage = Lineage(
         project=project,
         registry_version=registry_version,

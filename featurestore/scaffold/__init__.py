@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 from featurestore.errors import DefinitionError
@@ -10,8 +11,15 @@ from featurestore.errors import DefinitionError
 TEMPLATE = Path(__file__).parent / "quickstart"
 
 
-def init_repo(target: str | Path, *, project: str | None = None, force: bool = False) -> Path:
-    """Create a feature repo at ``target`` from the quickstart template."""
+def init_repo(
+    target: str | Path,
+    *,
+    project: str | None = None,
+    force: bool = False,
+    data_end: datetime | None = None,
+) -> Path:
+    """Create a feature repo at ``target`` from the quickstart template, with a week of
+    hourly sample data ending at ``data_end`` (default: the current hour)."""
     from featurestore.scaffold.sample_data import write_sample_data
 
     root = Path(target).resolve()
@@ -29,6 +37,6 @@ def init_repo(target: str | Path, *, project: str | None = None, force: bool = F
     name = project or root.name.replace("-", "_")
     toml = root / "featurestore.toml"
     toml.write_text(toml.read_text().replace('name = "quickstart"', f'name = "{name}"'))
-    write_sample_data(root)
+    write_sample_data(root, end=data_end)
     (root / ".gitignore").write_text(".featurestore/\n__pycache__/\n")
     return root

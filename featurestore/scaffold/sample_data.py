@@ -11,11 +11,18 @@ import polars as pl
 SAMPLE_END = datetime(2026, 1, 8, tzinfo=UTC)
 
 
-def driver_stats(*, drivers: int = 20, days: int = 7, seed: int = 7) -> pl.DataFrame:
-    """Hourly stats for ``drivers`` drivers over ``days`` days ending at SAMPLE_END."""
+def current_hour() -> datetime:
+    now = datetime.now(UTC)
+    return now.replace(minute=0, second=0, microsecond=0)
+
+
+def driver_stats(
+    *, drivers: int = 20, days: int = 7, seed: int = 7, end: datetime = SAMPLE_END
+) -> pl.DataFrame:
+    """Hourly stats for ``drivers`` drivers over ``days`` days ending at ``end``."""
     rng = np.random.default_rng(seed)
     hours = days * 24
-    start = SAMPLE_END - timedelta(hours=hours)
+    start = end - timedelta(hours=hours)
     ids = np.repeat(np.arange(1001, 1001 + drivers, dtype=np.int64), hours)
     offsets = np.tile(np.arange(hours, dtype=np.int64), drivers)
     event = pl.Series([start]).dt.cast_time_unit("us")[0]
@@ -38,9 +45,11 @@ def driver_stats(*, drivers: int = 20, days: int = 7, seed: int = 7) -> pl.DataF
     )
 
 
-def write_sample_data(repo: Path) -> list[Path]:
+def write_sample_data(repo: Path, *, end: datetime | None = None) -> list[Path]:
+    """Write the sample source; ``end`` defaults to the current hour, so that a fresh
+    demo has values that are neither expired nor in the future."""
     data = repo / "data"
     data.mkdir(parents=True, exist_ok=True)
     path = data / "driver_stats.parquet"
-    driver_stats().write_parquet(path)
+    driver_stats(end=end or current_hour()).write_parquet(path)
     return [path]

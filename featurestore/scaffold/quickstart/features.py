@@ -2,7 +2,15 @@
 
 import polars as pl
 
-from featurestore import BatchSource, Entity, FeatureService, FeatureView, Field
+from featurestore import (
+    BatchSource,
+    Entity,
+    FeatureService,
+    FeatureView,
+    Field,
+    OnDemandFeatureView,
+    RequestSource,
+)
 
 driver = Entity(name="driver", join_keys={"driver_id": "int64"}, description="A driver")
 
@@ -34,4 +42,22 @@ driver_ranking = FeatureService(
     name="driver_ranking",
     features=[driver_hourly_stats],
     description="Features of the driver ranking model",
+)
+
+# Request-time features: computed from data that arrives with the request and
+# looked-up features, by the same code online and in training.
+trip_request = RequestSource(name="trip_request", schema={"distance_km": "float64"})
+
+trip_fit = OnDemandFeatureView(
+    name="trip_fit",
+    inputs=[trip_request, driver_hourly_stats],
+    outputs={"trips_per_km": "float64"},
+    transform={"trips_per_km": pl.col("avg_daily_trips") / pl.col("distance_km")},
+    description="How the requested trip length compares with the driver's usual volume",
+)
+
+driver_ranking_with_request = FeatureService(
+    name="driver_ranking_with_request",
+    features=[driver_hourly_stats, trip_fit],
+    description="driver_ranking plus request-time features (send distance_km)",
 )
