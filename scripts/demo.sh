@@ -7,7 +7,40 @@ scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
 export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$PWD/.venv/numba-cache}"
 rm -rf demo
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "featurestore init demo: a repo with a week of hourly sample data"
 featurestore init demo
 cd demo
+step "featurestore plan"
 featurestore plan
+step "featurestore apply"
 featurestore apply
+step "featurestore backfill: source -> row transforms -> Delta tables"
+featurestore backfill
+step "featurestore materialize: latest values -> the online store"
+featurestore materialize
+step "featurestore get: one online lookup, with a request-time feature"
+featurestore get --entity driver_id=1001 --service driver_ranking --json | python -c '
+import json, sys
+r = json.load(sys.stdin)
+for name, f in r["features"].items():
+    print(f"  {name:18} {f[\"values\"][0]!r:>10}  {f[\"statuses\"][0]}")'
+step "featurestore dataset create: point-in-time training data with lineage"
+python - <<'PY'
+from datetime import timedelta
+import polars as pl
+src = pl.read_parquet("data/driver_stats.parquet")
+end = src["event_timestamp"].max()
+spine = pl.DataFrame({
+    "driver_id": [1001, 1002, 1003, 1004],
+    "event_timestamp": [end - timedelta(hours=h) for h in (1, 5, 30, 60)],
+    "label": [1, 0, 1, 0],
+})
+spine.write_parquet("spine.parquet")
+PY
+featurestore dataset create --entities spine.parquet --service driver_ranking \
+  --out training.parquet --save demo_training
+python -c 'import polars as pl; print(pl.read_parquet("training.parquet"))'
+step "featurestore dataset rebuild: recompute from pinned versions, prove identical"
+featurestore dataset rebuild demo_training
