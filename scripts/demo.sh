@@ -21,11 +21,8 @@ featurestore backfill
 step "featurestore materialize: latest values -> the online store"
 featurestore materialize
 step "featurestore get: one online lookup, with a request-time feature"
-featurestore get --entity driver_id=1001 --service driver_ranking --json | python -c '
-import json, sys
-r = json.load(sys.stdin)
-for name, f in r["features"].items():
-    print(f"  {name:18} {f[\"values\"][0]!r:>10}  {f[\"statuses\"][0]}")'
+featurestore get --entity driver_id=1001 --service driver_ranking_with_request \
+  --request distance_km=12.5
 step "featurestore dataset create: point-in-time training data with lineage"
 python - <<'PY'
 from datetime import timedelta

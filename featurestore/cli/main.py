@@ -321,11 +321,24 @@ def materialize(
         )
 
 
+def _parse_scalar(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
 @app.command()
 def get(
     entity: Annotated[list[str], typer.Option("--entity", "-e", help="key=value (repeatable)")],
     features: Annotated[list[str] | None, typer.Option("--feature", "-f")] = None,
     service: Annotated[str | None, typer.Option("--service", "-s")] = None,
+    request: Annotated[
+        list[str] | None,
+        typer.Option("--request", help="name=value of request data for on-demand features"),
+    ] = None,
     repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
@@ -335,8 +348,14 @@ def get(
         keys: dict[str, list[Any]] = {}
         for item in entity:
             name, _, value = item.partition("=")
-            keys[name] = [int(value) if value.lstrip("-").isdigit() else value]
-        resp = store.get_online_features(keys, features=features or None, feature_service=service)
+            keys[name] = [_parse_scalar(value)]
+        data: dict[str, list[Any]] = {}
+        for item in request or []:
+            name, _, value = item.partition("=")
+            data[name] = [_parse_scalar(value)]
+        resp = store.get_online_features(
+            keys, features=features or None, feature_service=service, request_data=data or None
+        )
     except FeatureStoreError as exc:
         _fail(exc, as_json)
     if as_json:
