@@ -1,0 +1,169 @@
+"""Numba: windowed aggregates by one pass over the events, in input order.
+
+For a typical training spine (a few rows per entity) every event meets only a
+handful of queries of its own key, so instead of sorting the events into key
+groups (a random scatter of every event: the dominant cost of the sorted path),
+each event is added straight into the accumulators of the queries of its key whose
+window holds it. The cost is O(n + runs x keys + pairs x windows), where pairs is
+sum over keys of (events of the key) x (queries of the key) and runs the number of
+ascending runs of key codes in the input (the offline store's partitions are each
+sorted by key); ``kernels`` picks this path only when both are small.
+
+Accumulators are per query slot (queries grouped by key) and per distinct
+(window, hop). Integer sums wrap (exact); float sums and Welford moments follow
+input order, so they match the time-ordered reference within 1e-9 relative
+unless the window's values cancel. first/last compare (event_ts, created_ts) and
+break exact ties by input position, as the sorted path does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from featurestore.engines.aggregate._functions import _pick
+
+# Columns of the ``need`` matrix: which accumulators a (window, hop) needs.
+NEED_SUM, NEED_MIN, NEED_MAX, NEED_MOMENTS, NEED_FIRST, NEED_LAST = range(6)
+
+
+@njit(cache=True)
+def scan(
+    codes: np.ndarray,
+    run_starts: np.ndarray,
+    ets: np.ndarray,
+    cts: np.ndarray,
+    x: np.ndarray,
+    valid: np.ndarray,
+    qstart: np.ndarray,
+    qts: np.ndarray,
+    windows: np.ndarray,
+    need: np.ndarray,
+    as_of: bool,
+    neutral_min: Any,
+    neutral_max: Any,
+) -> tuple[np.ndarray, ...]:
+    """Accumulate every event into the query slots of its key.
+
+    ``run_starts`` cuts the events into runs of ascending key codes (see
+    ``key_stats``). The runs are merged by key, so each key's slots are finished
+    before the next key's: accumulators stream through the cache once instead of
+    once per run. Within a key, events still go in input order. With more runs
+    than keys the merge would cost more than it saves: events go in input order.
+
+    ``qstart[k + 1]..qstart[k + 2]`` are the slots of key ``k`` (bucket 0 holds
+    queries that match nothing); ``qts[j, w]`` is slot j's time for window w, hop
+    already applied; ``windows[w] <= 0`` is a lifetime window. Returns
+    ``(n, total, low, high, mean, m2, first, last)``, each ``[slots, windows]``
+    (a 1x1 placeholder where no window needs it); first/last hold event positions.
+    """
+    n_slots, n_win = qts.shape
+    shape = (n_slots, n_win)
+    none = (1, 1)
+    any_need = np.zeros(6, np.bool_)
+    for w in range(n_win):
+        for f in range(6):
+            any_need[f] |= need[w, f]
+    n = np.zeros(shape, np.int64)
+    total = np.zeros(shape if any_need[NEED_SUM] else none, x.dtype)
+    low = np.full(shape if any_need[NEED_MIN] else none, neutral_min)
+    high = np.full(shape if any_need[NEED_MAX] else none, neutral_max)
+    mean = np.zeros(shape if any_need[NEED_MOMENTS] else none)
+    m2 = np.zeros(shape if any_need[NEED_MOMENTS] else none)
+    first = np.full(shape if any_need[NEED_FIRST] else none, -1, np.int64)
+    last = np.full(shape if any_need[NEED_LAST] else none, -1, np.int64)
+    n_win = qts.shape[1]
+    for e in _visit_order(codes, run_starts, valid, qstart):
+        te, ce, v = ets[e], cts[e], x[e]
+        k = codes[e]
+        for j in range(qstart[k + 1], qstart[k + 2]):
+            for w in range(n_win):
+                t = qts[j, w]
+                if te > t or (windows[w] > 0 and te <= t - windows[w]) or (as_of and ce > t):
+                    continue
+                c = n[j, w] + 1
+                n[j, w] = c
+                if need[w, NEED_SUM]:
+                    total[j, w] += v
+                if need[w, NEED_MIN]:
+                    low[j, w] = _pick(low[j, w], v, False)
+                if need[w, NEED_MAX]:
+                    high[j, w] = _pick(high[j, w], v, True)
+                if need[w, NEED_MOMENTS]:
+                    d = v - mean[j, w]
+                    mean[j, w] += d / c
+                    m2[j, w] += d * (v - mean[j, w])
+                if need[w, NEED_FIRST]:
+                    p = first[j, w]
+                    if p < 0 or te < ets[p] or (te == ets[p] and ce < cts[p]):
+                        first[j, w] = e
+                if need[w, NEED_LAST]:
+                    p = last[j, w]
+                    if p < 0 or te > ets[p] or (te == ets[p] and ce >= cts[p]):
+                        last[j, w] = e
+    return n, total, low, high, mean, m2, first, last
+
+
+@njit(cache=True)
+def _visit_order(
+    codes: np.ndarray, run_starts: np.ndarray, valid: np.ndarray, qstart: np.ndarray
+) -> np.ndarray:
+    """The events that meet some query, runs merged by key (input order within a
+    key); with more runs than keys, merging costs more than it saves: input order."""
+    n_keys = len(qstart) - 2
+    out = np.empty(len(codes), np.int64)
+    m = 0
+    if len(run_starts) > n_keys + 2:
+        for e in range(len(codes)):
+            k = codes[e]
+            if 0 <= k < n_keys and valid[e] and qstart[k + 1] < qstart[k + 2]:
+                out[m] = e
+                m += 1
+        return out[:m]
+    ptr = run_starts[:-1].copy()
+    for k in range(n_keys):
+        wanted = qstart[k + 1] < qstart[k + 2]
+        for r in range(len(ptr)):
+            e, end = ptr[r], run_starts[r + 1]
+            while e < end:
+                c = codes[e]
+                if k < c < n_keys:
+                    break  # the run's next key; codes out of range are dropped events
+                if c == k and wanted and valid[e]:
+                    out[m] = e
+                    m += 1
+                e += 1
+            ptr[r] = e
+    return out[:m]
+
+
+@njit(cache=True)
+def by_query(acc: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``acc[slot, window]`` as ``out[window, query]``: slot j is query ``order[j]``."""
+    out = np.empty((acc.shape[1], len(order)), acc.dtype)
+    for j in range(len(order)):
+        q = order[j]
+        for w in range(acc.shape[1]):
+            out[w, q] = acc[j, w]
+    return out
+
+
+@njit(cache=True)
+def key_stats(codes: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
+    """Events per key code, and where the runs of ascending codes start (plus the
+    end): one run when the events are ordered by key, about n/2 when shuffled.
+    Codes outside 0..n_keys-1 (dropped events) neither count nor break a run."""
+    hist = np.zeros(n_keys, np.int64)
+    cuts = [0]
+    prev = -1
+    for i in range(len(codes)):
+        k = codes[i]
+        if 0 <= k < n_keys:
+            hist[k] += 1
+            if k < prev:
+                cuts.append(i)
+            prev = k
+    cuts.append(len(codes))
+    return hist, np.array(cuts, np.int64)
