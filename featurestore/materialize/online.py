@@ -10,11 +10,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import polars as pl
-
 from featurestore._progress import progress_bar
 from featurestore.compile.views import FeatureViewPlan
-from featurestore.engines.batch import CREATED_TS, EVENT_TS
+from featurestore.engines.batch import latest_per_entity
 from featurestore.stores.offline.delta import DeltaOfflineStore
 from featurestore.stores.online.base import OnlineStore, WriteBatch
 from featurestore.stores.view_specs import offline_spec, online_schema
@@ -34,18 +32,6 @@ class MaterializeReport:
     @property
     def rows_per_second(self) -> float:
         return self.entities / self.seconds if self.seconds > 0 else 0.0
-
-
-def latest_per_entity(rows: pl.LazyFrame, keys: tuple[str, ...]) -> pl.LazyFrame:
-    """Per entity, the row the point-in-time join picks: largest event_ts, then
-    created_ts, then the last in input order (SEMANTICS: Online)."""
-    return (
-        rows.with_row_index("_pos")
-        .sort([EVENT_TS, CREATED_TS, "_pos"])
-        .group_by(list(keys))
-        .last()
-        .drop("_pos")
-    )
 
 
 def materialize_view(

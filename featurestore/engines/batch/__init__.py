@@ -3,6 +3,7 @@
 from featurestore.engines.batch.rows import (
     CREATED_TS,
     EVENT_TS,
+    latest_per_entity,
     read_view_rows,
     scan_source,
     transform_rows,
@@ -12,6 +13,7 @@ from featurestore.engines.batch.rows import (
 __all__ = [
     "CREATED_TS",
     "EVENT_TS",
+    "latest_per_entity",
     "read_view_rows",
     "scan_source",
     "transform_rows",

