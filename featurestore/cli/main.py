@@ -481,6 +481,42 @@ def dataset_rebuild(
 
 
 @app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Default: [server] host.")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: [server] port (6566).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    registry_version: Annotated[
+        int | None, typer.Option("--registry-version", help="Pin a registry version (no refresh).")
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level")] = "warning",
+    repo: RepoOpt = Path("."),
+) -> None:
+    """Serve online lookups over HTTP (POST /v1/features/online; /docs, /metrics)."""
+    from featurestore.config import load_settings
+    from featurestore.server import run
+
+    try:
+        settings = load_settings(repo)
+        root = settings.repo
+        cfg = settings.config.server
+        console.print(
+            f"serving [bold]{root}[/] on http://{host or cfg.host}:{port or cfg.port} with "
+            f"{workers or cfg.workers} worker(s); OpenAPI docs at /docs",
+            highlight=False,
+        )
+        run(
+            root,
+            host=host,
+            port=port,
+            workers=workers,
+            registry_version=registry_version,
+            log_level=log_level,
+        )
+    except FeatureStoreError as exc:
+        _fail(exc, False)
+
+
+@app.command()
 def stream(
     views: Annotated[list[str] | None, typer.Argument(help="Kafka-fed views; default all.")] = None,
     group_id: Annotated[
