@@ -85,6 +85,22 @@ class ServerConfig(_Section):
         default_factory=list, description="Bearer tokens accepted; empty = no auth."
     )
     registry_refresh_seconds: float = Field(default=2.0, gt=0)
+    service_keys: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Feature service -> API keys allowed to request it by name.",
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest request body accepted."
+    )
+    access_log_sample: float = Field(
+        default=0.01, ge=0, le=1, description="Fraction of successful requests logged."
+    )
+    feature_logging: bool = Field(
+        default=False, description="Log served features for the skew audit."
+    )
+    feature_log_sample: float = Field(
+        default=1.0, ge=0, le=1, description="Fraction of requests whose features are logged."
+    )
 
 
 class RepoConfig(_Section):

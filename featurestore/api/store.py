@@ -48,6 +48,7 @@ class FeatureStore:
         self.project = self.settings.project
         self.pinned_version = registry_version
         self.feature_logger: FeatureLogger | None = None
+        self._indexes: dict[int, PlanIndex] = {}
 
     @cached_property
     def registry(self) -> Registry:
@@ -74,7 +75,10 @@ class FeatureStore:
     def index(self, version: int | None = None) -> PlanIndex:
         """A lookup index over the registry at ``version`` (default: pinned, else head)."""
         snap = self.registry.snapshot(version if version is not None else self.pinned_version)
-        return PlanIndex(snap.plan)
+        cached = self._indexes.get(snap.version)
+        if cached is None:
+            cached = self._indexes[snap.version] = PlanIndex(snap.plan)
+        return cached
 
     @cached_property
     def offline(self) -> DeltaOfflineStore:

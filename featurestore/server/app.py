@@ -1,0 +1,228 @@
+"""The HTTP lookup server: ``create_app(repo)`` builds it.
+
+Routes:
+
+- ``POST /v1/features/online``: feature values for entities (see ``lookup.py``);
+- ``GET /health``: liveness, no I/O;
+- ``GET /ready``: pings the online store and the registry; 503 when either is down;
+- ``GET /metrics``: Prometheus text (see ``metrics.py``);
+- ``GET /docs``, ``GET /openapi.json``: the API, documented.
+
+>>> app = create_app("path/to/repo")  # doctest: +SKIP
+>>> # uvicorn.run(app) or featurestore.server.run(...)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
+
+from featurestore import __version__
+from featurestore.api.store import FeatureStore
+from featurestore.server.accesslog import AccessLog
+from featurestore.server.asgi import LOOKUP_PATH, LookupEndpoint, RouteMetricsMiddleware
+from featurestore.server.auth import Authenticator
+from featurestore.server.lookup import LookupHandler
+from featurestore.server.metrics import METRICS_DIR_ENV, ServerMetrics
+from featurestore.server.models import (
+    ErrorResponse,
+    HealthResponse,
+    OnlineFeaturesRequest,
+    OnlineFeaturesResponse,
+    ReadyResponse,
+)
+from featurestore.server.options import ServerOptions
+from featurestore.server.state import GuardedStore, Serving
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in {
+        401: "No or wrong API key (when server.api_keys is set).",
+        403: "The key may not use this feature service.",
+        404: "A feature, view or feature service is not registered (named in the body).",
+        413: "Too many entities, or the body is larger than the limit.",
+        422: "The request is malformed: the body names the field, the value and the fix.",
+        503: "The online store is unreachable; retry after the Retry-After seconds.",
+    }.items()
+}
+
+
+class FeatureServer(FastAPI):
+    """FastAPI, except that ``POST /v1/features/online`` goes straight to
+    ``lookup_endpoint``, ahead of FastAPI's middleware, routing and telemetry."""
+
+    lookup_endpoint: LookupEndpoint | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self.lookup_endpoint
+        if (
+            endpoint is not None
+            and scope["type"] == "http"
+            and scope["path"] == LOOKUP_PATH
+            and scope["method"] == "POST"
+        ):
+            await endpoint(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+class _Delegate(Response):
+    """A response that lets a raw ASGI endpoint answer the request itself."""
+
+    def __init__(self, endpoint: LookupEndpoint) -> None:
+        super().__init__()
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.endpoint(scope, receive, send)
+
+
+def create_app(
+    repo: str | Path,
+    *,
+    registry_version: int | None = None,
+    options: ServerOptions | None = None,
+) -> FeatureServer:
+    """The lookup server of the feature repo at ``repo``.
+
+    ``registry_version`` pins the served registry version (no refresh); by default
+    the server follows the registry head. ``options`` default to the repo's
+    ``[server]`` config and the environment (``ServerOptions.from_settings``).
+    """
+    store = FeatureStore(repo, registry_version=registry_version)
+    opts = options or ServerOptions.from_settings(store.settings)
+    metrics = ServerMetrics(directory=os.environ.get(METRICS_DIR_ENV) or None)
+    serving = Serving(
+        store,
+        metrics=metrics,
+        pinned_version=registry_version,
+        refresh_seconds=opts.registry_refresh_seconds,
+    )
+    guard = GuardedStore(store.online, metrics=metrics, probe_seconds=opts.store_probe_seconds)
+    # the logger's writer thread starts here; store.close() (lifespan end) flushes it
+    feature_logger = (
+        store.enable_feature_logging(default_sample_rate=opts.feature_log_sample)
+        if opts.feature_logging
+        else None
+    )
+    handler = LookupHandler(
+        serving=serving,
+        store=guard,
+        auth=Authenticator(opts.api_keys, opts.service_keys),
+        metrics=metrics,
+        max_entities=opts.max_entities,
+        feature_logger=feature_logger,
+    )
+    access_log = AccessLog(sample=opts.access_log_sample)
+    endpoint = LookupEndpoint(
+        handler=handler, metrics=metrics, access_log=access_log, max_body_bytes=opts.max_body_bytes
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        serving.start()
+        metrics.start()
+        access_log.start()
+        try:
+            yield
+        finally:
+            serving.stop()
+            metrics.stop()
+            access_log.stop()
+            guard.stop()
+            store.close()  # flushes the feature log, closes the registry and the store
+
+    app = FeatureServer(
+        title="featurestore",
+        version=__version__,
+        summary="Online feature lookups with statuses and event times.",
+        lifespan=lifespan,
+    )
+    app.state.serving = serving
+    app.state.online = guard
+    app.state.metrics = metrics
+    app.state.options = opts
+
+    @app.post(
+        LOOKUP_PATH,
+        summary="Feature values for entities",
+        description="Values, statuses (PRESENT, MISSING, EXPIRED) and event times of the "
+        "requested features, one list per feature aligned with the entities. "
+        "Send 'Authorization: Bearer <key>' when the server has API keys.",
+        response_model=None,
+        responses={200: {"model": OnlineFeaturesResponse}, **_ERRORS},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": OnlineFeaturesRequest.model_json_schema()}
+                },
+            }
+        },
+        tags=["features"],
+    )
+    async def online_features(request: Request) -> Response:
+        # Normally answered by FeatureServer.__call__ before routing. This route
+        # documents it, and serves it the same way when the app is mounted under a
+        # prefix: the endpoint then reads the body and answers by itself.
+        return _Delegate(endpoint)
+
+    @app.get("/health", response_model=HealthResponse, tags=["operations"])
+    async def health() -> dict[str, Any]:
+        """Liveness: the process answers. Does no I/O."""
+        return {"status": "ok", "registry_version": serving.state.version, "pid": os.getpid()}
+
+    @app.get(
+        "/ready",
+        response_model=ReadyResponse,
+        responses={503: {"model": ReadyResponse, "description": "A dependency is down."}},
+        tags=["operations"],
+    )
+    def ready() -> JSONResponse:
+        """Readiness: pings the online store and the registry (bounded by their timeouts)."""
+        online = registry = "ok"
+        try:
+            guard.ping()
+        except Exception as exc:
+            online = f"unavailable: {exc}"
+        try:
+            if serving.pinned is None:
+                serving.refresh()
+            else:
+                serving.store.registry.head(fresh=True)
+        except Exception as exc:
+            registry = f"unavailable: {exc}"
+        version = serving.state.version
+        if registry == "ok" and version == 0:
+            registry = "no version applied yet: run `featurestore apply`"
+        ok = online == "ok" and registry == "ok"
+        doc = {
+            "status": "ready" if ok else "not ready",
+            "registry_version": version,
+            "online_store": online,
+            "registry": registry,
+        }
+        return JSONResponse(doc, status_code=200 if ok else 503)
+
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {PROMETHEUS_TEXT: {}}}},
+        tags=["operations"],
+    )
+    def prometheus() -> Response:
+        """Prometheus text exposition of every worker's metrics."""
+        return Response(metrics.render(), media_type=PROMETHEUS_TEXT)
+
+    app.add_middleware(RouteMetricsMiddleware, metrics=metrics, access_log=access_log)
+    app.lookup_endpoint = endpoint
+    return app

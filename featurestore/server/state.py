@@ -1,0 +1,230 @@
+"""What the server holds between requests: the registry plan and the online store.
+
+The registry is read once at start and then only by a background thread that
+checks ``registry.head()`` every ``registry_refresh_seconds``; a request never
+touches the registry. A new version swaps in a whole new ``ServingState`` (one
+attribute assignment, atomic for readers), so a request sees one version from
+start to end. Pinning a version turns the refresher off.
+
+``GuardedStore`` wraps the online store: it times reads for the metrics and,
+once a read says the store is unreachable, answers 503 at once to every request
+while a background thread pings the store until it is back. That keeps a hung
+Redis from holding the event loop for a full timeout on every request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from featurestore.api.online import LookupPlan, build_lookup_plan
+from featurestore.api.store import FeatureStore
+from featurestore.compile import PlanIndex
+from featurestore.errors import OnlineStoreUnavailable
+from featurestore.server.metrics import ServerMetrics
+from featurestore.stores.online.base import (
+    OnlineStore,
+    OnlineViewSchema,
+    ReadRequest,
+    ReadResult,
+    WriteBatch,
+    WriteStats,
+)
+
+log = logging.getLogger("featurestore.server")
+
+PlanKey = tuple[tuple[str, ...] | None, str | None, bool]
+_MAX_PLANS = 512  # distinct feature lists kept per version; clients send a few
+
+
+@dataclass
+class ServingState:
+    version: int
+    index: PlanIndex
+    plans: dict[PlanKey, LookupPlan] = field(default_factory=dict)
+
+
+class Serving:
+    """The current registry version, its index and its lookup plans."""
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        *,
+        metrics: ServerMetrics,
+        pinned_version: int | None = None,
+        refresh_seconds: float = 2.0,
+    ) -> None:
+        self.store = store
+        self.project = store.project
+        self.metrics = metrics
+        self.pinned = pinned_version
+        self.refresh_seconds = refresh_seconds
+        version = pinned_version if pinned_version is not None else store.registry.head(fresh=True)
+        self.state = self._state_for(version)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _state_for(self, version: int) -> ServingState:
+        state = ServingState(version, self.store.index(version))
+        self.metrics.registry_version.set(float(version))
+        return state
+
+    def plan(
+        self, features: tuple[str, ...] | None, service: str | None, full_names: bool
+    ) -> LookupPlan:
+        state = self.state  # one read: the refresher may swap it meanwhile
+        key = (features, service, full_names)
+        plan = state.plans.get(key)
+        if plan is None:
+            plan = build_lookup_plan(
+                state.index,
+                project=self.project,
+                registry_version=state.version,
+                features=features,
+                feature_service=service,
+                full_feature_names=full_names,
+                repo=self.store.repo,
+            )
+            if len(state.plans) >= _MAX_PLANS:
+                state.plans.clear()
+            state.plans[key] = plan
+        return plan
+
+    def refresh(self) -> bool:
+        """Load the registry head if it moved; True when the served version changed."""
+        if self.pinned is not None:
+            return False
+        head = self.store.registry.head(fresh=True)
+        if head == self.state.version:
+            return False
+        self.state = self._state_for(head)
+        log.info("serving registry version %d", head)
+        return True
+
+    def start(self) -> None:
+        if self.pinned is not None or self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="fs-registry-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.refresh_seconds):
+            try:
+                self.refresh()
+            except Exception as exc:  # a registry outage: keep serving the last plan
+                log.warning(
+                    "registry refresh failed, serving version %d: %s", self.state.version, exc
+                )
+
+
+class GuardedStore:
+    """An ``OnlineStore`` that times reads and fails fast while the store is down."""
+
+    def __init__(
+        self, store: OnlineStore, *, metrics: ServerMetrics, probe_seconds: float = 0.25
+    ) -> None:
+        self.inner = store
+        self.capabilities = store.capabilities
+        self.metrics = metrics
+        self.probe_seconds = probe_seconds
+        self.kind = type(store).__name__.removesuffix("OnlineStore").lower() or "online"
+        self._labels = (self.kind,)
+        self._down: OnlineStoreUnavailable | None = None
+        self._lock = threading.Lock()
+        self._prober: threading.Thread | None = None
+        self._stop = threading.Event()
+        metrics.store_up.set(1.0)
+
+    @property
+    def down(self) -> bool:
+        return self._down is not None
+
+    def read(self, requests: Sequence[ReadRequest]) -> list[ReadResult]:
+        down = self._down
+        if down is not None:
+            raise OnlineStoreUnavailable(
+                "the online store is unreachable",
+                obj=down.obj,
+                value=down.message,
+                hint="the server checks it in the background; retry shortly",
+            )
+        started = time.perf_counter()
+        try:
+            results = self.inner.read(requests)
+        except OnlineStoreUnavailable as exc:
+            self.trip(exc)
+            raise
+        self.metrics.store_latency.observe(time.perf_counter() - started, self._labels)
+        return results
+
+    def trip(self, exc: OnlineStoreUnavailable) -> None:
+        with self._lock:
+            self._down = exc
+            self.metrics.store_up.set(0.0)
+            # invariant: while the store is down a prober runs; it only exits under
+            # this lock, after the store came back, so no failure goes unwatched
+            if self._prober is None:
+                log.warning("online store unreachable, probing every %.2fs", self.probe_seconds)
+                self._prober = threading.Thread(
+                    target=self._probe, name="fs-store-probe", daemon=True
+                )
+                self._prober.start()
+
+    def ping(self) -> None:
+        """Ping the store now (for /ready): trips or clears the guard by the answer."""
+        try:
+            self.inner.ping()
+        except OnlineStoreUnavailable as exc:
+            self.trip(exc)
+            raise
+        with self._lock:
+            self._up()
+
+    def _up(self) -> None:
+        if self._down is not None:
+            log.warning("online store is reachable again")
+        self._down = None
+        self.metrics.store_up.set(1.0)
+
+    def _probe(self) -> None:
+        while not self._stop.wait(self.probe_seconds):
+            seen = self._down
+            if seen is not None:
+                try:
+                    self.inner.ping()
+                except OnlineStoreUnavailable:
+                    continue
+                except Exception as exc:  # not an outage: stop failing fast, let reads tell
+                    log.warning("online store ping failed: %s", exc)
+            with self._lock:
+                if self._down is not seen:
+                    continue  # a read failed again while we pinged: keep probing
+                self._up()
+                self._prober = None
+                return
+
+    # the rest of the protocol, for completeness; the server only reads
+    def write(self, schema: OnlineViewSchema, rows: WriteBatch) -> WriteStats:
+        return self.inner.write(schema, rows)
+
+    def delete_view(self, schema: OnlineViewSchema) -> int:
+        return self.inner.delete_view(schema)
+
+    def stop(self) -> None:
+        """Stop probing; the store itself stays open (its owner closes it)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        self.stop()
+        self.inner.close()
