@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -148,33 +148,13 @@ class FeatureStore:
         progress: bool = False,
     ) -> list[MaterializeReport]:
         """Latest offline row per entity with ``start <= event_ts <= end`` -> online."""
-        from featurestore.materialize import materialize_view
-
-        index = self.index()
         end_us = to_us(end, what="end")
         start_us = None if start is None else to_us(start, what="start")
         if start_us is not None and start_us > end_us:
             raise DataError("start is after end", field="start", value=start)
-        reports = []
-        for view in self._views(views, index):
-            if not view.online:
-                continue
-            reports.append(
-                materialize_view(
-                    view,
-                    project=self.project,
-                    offline=self.offline,
-                    online=self.online,
-                    start_us=start_us,
-                    end_us=end_us,
-                    progress=progress,
-                )
-            )
-            self.registry.set_watermark(
-                f"materialize:{view.name}",
-                max(end_us, self.registry.get_watermark(f"materialize:{view.name}") or end_us),
-            )
-        return reports
+        return self._materialize(
+            views, end_us=end_us, start_of=lambda _: start_us, progress=progress
+        )
 
     def materialize_incremental(
         self,
@@ -187,29 +167,46 @@ class FeatureStore:
         """Materialize from each view's watermark (minus ``lookback``, for late data)
         up to ``end`` (default now). The watermark lives in the registry."""
         from featurestore._time import parse_duration_us
-        from featurestore.materialize import materialize_view
 
-        index = self.index()
         end_us = now_us() if end is None else to_us(end, what="end")
         back = parse_duration_us(lookback)
+        return self._materialize(
+            views,
+            end_us=end_us,
+            start_of=lambda mark: None if mark is None else mark - back,
+            progress=progress,
+        )
+
+    def _materialize(
+        self,
+        views: Sequence[str] | None,
+        *,
+        end_us: int,
+        start_of: Callable[[int | None], int | None],
+        progress: bool,
+    ) -> list[MaterializeReport]:
+        """Materialize each online view from ``start_of(its watermark)`` to ``end_us``,
+        then move its watermark (kept in the registry) forward to ``end_us``."""
+        from featurestore.materialize import materialize_view
+
         reports = []
-        for view in self._views(views, index):
+        for view in self._views(views, self.index()):
             if not view.online:
                 continue
-            mark = self.registry.get_watermark(f"materialize:{view.name}")
-            start_us = None if mark is None else mark - back
+            name = f"materialize:{view.name}"
+            mark = self.registry.get_watermark(name)
             reports.append(
                 materialize_view(
                     view,
                     project=self.project,
                     offline=self.offline,
                     online=self.online,
-                    start_us=start_us,
+                    start_us=start_of(mark),
                     end_us=end_us,
                     progress=progress,
                 )
             )
-            self.registry.set_watermark(f"materialize:{view.name}", max(end_us, mark or end_us))
+            self.registry.set_watermark(name, max(end_us, mark or end_us))
         return reports
 
     # -- serving ---------------------------------------------------------------

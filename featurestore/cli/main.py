@@ -70,6 +70,16 @@ def _print_diff(diff: Any) -> None:
             console.print(f"      [bold magenta]! {impact}[/]", highlight=False)
 
 
+def _print_apply_json(result: Any) -> None:
+    print(
+        json.dumps(
+            {"version": result.version, "created": result.created, "diff": result.diff.to_dict()},
+            indent=2,
+            default=str,
+        )
+    )
+
+
 @app.command()
 def version() -> None:
     """Print the featurestore version."""
@@ -141,17 +151,7 @@ def apply(
     except FeatureStoreError as exc:
         _fail(exc, as_json)
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "version": result.version,
-                    "created": result.created,
-                    "diff": result.diff.to_dict(),
-                },
-                indent=2,
-                default=str,
-            )
-        )
+        _print_apply_json(result)
         return
     for w in planned.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
@@ -216,17 +216,7 @@ def registry_rollback(
     except FeatureStoreError as exc:
         _fail(exc, as_json)
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "version": result.version,
-                    "created": result.created,
-                    "diff": result.diff.to_dict(),
-                },
-                indent=2,
-                default=str,
-            )
-        )
+        _print_apply_json(result)
         return
     _print_diff(result.diff)
     if result.created:
