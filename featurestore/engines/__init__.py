@@ -1,1 +1,2 @@
-"""Execution engines: batch (Polars), stream (Kafka), point-in-time and aggregation kernels (Numba)."""
+"""Execution engines: batch (Polars), stream (Kafka), and the Numba kernels
+(point-in-time joins, windowed aggregations)."""
