@@ -126,6 +126,12 @@ def build_lookup_plan(
             raise RequestError(
                 "this view is not served online (online=False)", obj=f"feature view {name!r}"
             )
+        if view.aggregations:
+            raise RequestError(
+                "windowed aggregations are not served online yet",
+                obj=f"feature view {name!r}",
+                hint="use them in training datasets; online tiles are on the roadmap (issue 5)",
+            )
         feats = tuple(dict.fromkeys(f for f, _ in items))
         shown = {f for f, visible in items if visible}
         outs = tuple(

@@ -191,7 +191,8 @@ class FeatureStore:
 
         reports = []
         for view in self._views(views, self.index()):
-            if not view.online:
+            if not view.online or view.aggregations:
+                # Aggregated views are served from tiles, which are not built yet.
                 continue
             name = f"materialize:{view.name}"
             mark = self.registry.get_watermark(name)

@@ -12,7 +12,7 @@ import hashlib
 import io
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +23,7 @@ import polars as pl
 from featurestore._dtypes import to_polars
 from featurestore._time import utc_column
 from featurestore.api.on_demand import compile_on_demand, run_on_demand
+from featurestore.compile.expr import expr_from_spec
 from featurestore.compile.views import FeatureRef, PlanIndex
 from featurestore.engines.pit.join import FeatureFrame, point_in_time_join
 from featurestore.errors import DataError, RequestError
@@ -202,6 +203,84 @@ def _view_frames(
     return frames, versions, hashes
 
 
+def _add_aggregates(
+    index: PlanIndex,
+    refs: list[FeatureRef],
+    spine: pl.DataFrame,
+    *,
+    timestamp: str,
+    offline: DeltaOfflineStore,
+    table_versions: dict[str, int | None] | None,
+    as_of_known_time: bool,
+    out_name: Callable[[FeatureRef], str],
+    versions: dict[str, int | None],
+    hashes: dict[str, str],
+) -> pl.DataFrame:
+    """Windowed aggregations as of each spine row's time, over the view's stored
+    events (SEMANTICS: windowed aggregations), with the batch aggregation engine."""
+    from featurestore.engines.aggregate import WindowSpec, aggregate_spine
+
+    by_view: dict[str, list[FeatureRef]] = {}
+    for ref in refs:
+        by_view.setdefault(ref.view, []).append(ref)
+    ts = spine.select(utc_column(spine, timestamp, obj="entity_df").dt.epoch("us"))
+    lo, hi = ts.min().item(), ts.max().item()
+    for name, group in by_view.items():
+        view = index.view(name)
+        missing = [k for k in view.join_keys if k not in spine.columns]
+        if missing:
+            raise RequestError(
+                f"entity_df lacks the join keys of view {name!r}",
+                field="entity_df",
+                value=missing,
+                hint=f"add the columns {list(view.join_keys)} to the spine",
+            )
+        if table_versions is not None and name not in table_versions:
+            raise DataError("lineage has no table version for this view", obj=name)
+        pinned = table_versions[name] if table_versions is not None else offline.version(name)
+        versions[name] = pinned
+        hashes[name] = view.hash
+        specs = {a["name"]: a for a in view.aggregations}
+        windows = [specs[r.feature]["window_us"] for r in group]
+        start = None if lo is None or any(w is None for w in windows) else lo - max(windows)
+        spec = offline_spec(view)
+        if pinned is None:
+            events: pl.LazyFrame = pl.DataFrame(
+                schema={
+                    **{k: spine.schema[k] for k in view.join_keys},
+                    "event_ts": pl.Datetime("us", "UTC"),
+                    "created_ts": pl.Datetime("us", "UTC"),
+                    **{
+                        c: to_polars(d)
+                        for c, d in zip(spec.features, spec.feature_dtypes, strict=True)
+                    },
+                }
+            ).lazy()
+        else:
+            events = offline.read_view(
+                spec, start_us=start, end_us=None if hi is None else hi + 1, version=pinned
+            )
+        aggs = []
+        for ref in group:
+            a = specs[ref.feature]
+            column = a["column"]
+            if isinstance(column, dict):
+                column = expr_from_spec(column["expr"])
+            aggs.append(
+                (out_name(ref), column, WindowSpec(a["function"], a["window_us"], a["hop_us"]))
+            )
+        spine = aggregate_spine(
+            events=events,
+            spine=spine,
+            keys=view.join_keys,
+            aggregations=aggs,
+            spine_ts=timestamp,
+            as_of_known_time=as_of_known_time,
+            obj=f"feature view {name!r}",
+        )
+    return spine
+
+
 def compute_dataset(
     *,
     index: PlanIndex,
@@ -230,7 +309,8 @@ def compute_dataset(
     def out_name(ref: FeatureRef) -> str:
         return f"{ref.view}__{ref.feature}" if full_feature_names else ref.feature
 
-    plain = [r for r in refs if r.view not in index.on_demand]
+    aggregated = [r for r in refs if r.view in index.views and index.view(r.view).aggregations]
+    plain = [r for r in refs if r.view not in index.on_demand and r not in aggregated]
     od_groups: dict[str, list[FeatureRef]] = {}
     for r in refs:
         if r.view in index.on_demand:
@@ -257,6 +337,19 @@ def compute_dataset(
     result = point_in_time_join(
         spine, timestamp=timestamp, views=frames, as_of_known_time=as_of_known_time
     )
+    if aggregated:
+        result = _add_aggregates(
+            index,
+            aggregated,
+            result,
+            timestamp=timestamp,
+            offline=offline,
+            table_versions=table_versions,
+            as_of_known_time=as_of_known_time,
+            out_name=out_name,
+            versions=versions,
+            hashes=hashes,
+        )
     for odp, group in od_plans:
         # The same function the online path runs, over the point-in-time values.
         inputs = result.select(
