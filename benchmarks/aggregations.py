@@ -40,6 +40,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import polars as pl
+from _results import append_section, cpu_model
 
 from featurestore.engines.aggregate.asof import aggregate_spine
 from featurestore.engines.aggregate.kernels import Strategy
@@ -244,24 +245,13 @@ def timed(runners: dict[str, Callable[[], pl.DataFrame]], repeats: int) -> tuple
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return f"{os.cpu_count()} CPUs (nproc), {cpu}, Python {platform.python_version()}"
 
 
 def write_results(text: str) -> None:
-    body = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if SECTION in body:  # replace our previous section, keep everyone else's
-        head, _, rest = body.partition(SECTION)
-        nxt = rest.find("\n## ")
-        body = head + (rest[nxt + 1 :] if nxt >= 0 else "")
-    RESULTS.write_text(body.rstrip("\n") + "\n\n" + text)
+    """Append ``text`` to this benchmark's section of RESULTS.md (created if missing)."""
+    append_section(SECTION, text, RESULTS)
 
 
 OURS = {"featurestore": "auto", "featurestore-scan": "scan", "featurestore-sorted": "sorted"}

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from _results import append_section, cpu_model
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -433,14 +434,7 @@ def _wrk_ms(out: str, label: str) -> float:
 
 # -- report --------------------------------------------------------------------------------------
 def machine() -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         "cpu": cpu,
         "nproc": str(os.cpu_count()),
@@ -506,19 +500,7 @@ def report(res: dict[str, Any]) -> str:
 
 def write_results(text: str, path: Path = RESULTS) -> None:
     """Append ``text`` at the end of this benchmark's section (created if missing)."""
-    current = path.read_text() if path.exists() else ""
-    lines = current.splitlines(keepends=True)
-    heads = [i for i, line in enumerate(lines) if line.rstrip("\n") == SECTION]
-    if not heads:
-        sep = "" if not current else "\n" if current.endswith("\n") else "\n\n"
-        path.write_text(f"{current}{sep}{SECTION}\n\n{text}")
-        return
-    end = next(
-        (i for i in range(heads[0] + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-    )
-    head = "".join(lines[:end]).rstrip("\n") + "\n\n" + text
-    rest = "".join(lines[end:])
-    path.write_text(head + ("\n" + rest if rest else ""))
+    append_section(SECTION, text, path)
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import datagen  # noqa: E402
+from _results import append_section, cpu_model  # noqa: E402
 
 ENGINES = ("ours", "polars", "duckdb")
 RESULTS = HERE / "RESULTS.md"
@@ -279,14 +280,7 @@ def bench_scale(scale: float, repeats: int, engines: list[str]) -> dict:
 
 
 def _machine() -> dict[str, str]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     import duckdb
     import numba
     import polars as pl
@@ -350,20 +344,8 @@ def _markdown(results: list[dict], machine: dict[str, str], command: str) -> str
 
 
 def write_results(text: str) -> None:
-    """Add ``text`` at the end of this benchmark's section of RESULTS.md; the section
-    (only its heading) is appended to the file if missing."""
-    current = RESULTS.read_text() if RESULTS.exists() else ""
-    lines = current.splitlines(keepends=True)
-    if SECTION not in (line.rstrip("\n") for line in lines):
-        sep = "" if not current or current.endswith("\n\n") else "\n"
-        sep += "" if not current or current.endswith("\n") else "\n"
-        RESULTS.write_text(f"{current}{sep}{SECTION}\n\n{text}")
-        return
-    start = next(i for i, line in enumerate(lines) if line.rstrip("\n") == SECTION)
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    body = "".join(lines[:end]).rstrip("\n") + "\n\n" + text
-    rest = "".join(lines[end:])
-    RESULTS.write_text(body + ("\n" + rest if rest else ""))
+    """Append ``text`` to this benchmark's section of RESULTS.md (created if missing)."""
+    append_section(SECTION, text, RESULTS)
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from _results import append_section
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data" / "skew_audit"
@@ -235,23 +236,8 @@ def _run_worker(root: Path) -> dict:
 
 
 def write_results(text: str) -> None:
-    """Append ``text`` to this benchmark's section of RESULTS.md (the section is created
-    at the end of the file if missing)."""
-    current = RESULTS.read_text() if RESULTS.exists() else ""
-    lines = current.splitlines(keepends=True)
-    if SECTION not in (line.rstrip("\n") for line in lines):
-        sep = (
-            ""
-            if not current or current.endswith("\n\n")
-            else ("\n" if current.endswith("\n") else "\n\n")
-        )
-        RESULTS.write_text(f"{current}{sep}{SECTION}\n\n{text}")
-        return
-    start = next(i for i, line in enumerate(lines) if line.rstrip("\n") == SECTION)
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    body = "".join(lines[:end]).rstrip("\n") + "\n\n" + text
-    rest = "".join(lines[end:])
-    RESULTS.write_text(body + ("\n" + rest if rest else ""))
+    """Append ``text`` to this benchmark's section of RESULTS.md (created if missing)."""
+    append_section(SECTION, text, RESULTS)
 
 
 def main() -> None:

@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from _results import append_section, cpu_model
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -460,14 +461,7 @@ def _paced_produce(
 
 
 def _machine() -> str:
-    model = "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     import confluent_kafka
     import polars as pl
 
@@ -520,17 +514,7 @@ def markdown(results: dict[str, Any], args: argparse.Namespace, machine: str) ->
 
 def write_results(text: str) -> None:
     """Append ``text`` to this benchmark's section of RESULTS.md (created if missing)."""
-    current = RESULTS.read_text() if RESULTS.exists() else ""
-    lines = current.splitlines(keepends=True)
-    if SECTION not in (ln.rstrip("\n") for ln in lines):
-        sep = "" if not current else ("\n" if current.endswith("\n") else "\n\n")
-        RESULTS.write_text(f"{current}{sep}{SECTION}\n\n{text}")
-        return
-    start = next(i for i, ln in enumerate(lines) if ln.rstrip("\n") == SECTION)
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    head = "".join(lines[:end]).rstrip("\n") + "\n\n" + text
-    rest = "".join(lines[end:])
-    RESULTS.write_text(head + ("\n" + rest if rest else ""))
+    append_section(SECTION, text, RESULTS)
 
 
 def main() -> None:
