@@ -34,6 +34,7 @@ class ViewLookup:
     features: tuple[str, ...]
     outputs: tuple[str | None, ...]  # None: read only as an input of an on-demand view
     ttl_us: int | None
+    aggregated: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,18 +127,16 @@ def build_lookup_plan(
             raise RequestError(
                 "this view is not served online (online=False)", obj=f"feature view {name!r}"
             )
-        if view.aggregations:
-            raise RequestError(
-                "windowed aggregations are not served online yet",
-                obj=f"feature view {name!r}",
-                hint="use them in training datasets; online tiles are on the roadmap (issue 5)",
-            )
         feats = tuple(dict.fromkeys(f for f, _ in items))
         shown = {f for f, visible in items if visible}
         outs = tuple(
             (f"{name}__{f}" if full_feature_names else f) if f in shown else None for f in feats
         )
-        views.append(ViewLookup(online_schema(project, view), feats, outs, view.ttl_us))
+        views.append(
+            ViewLookup(
+                online_schema(project, view), feats, outs, view.ttl_us, bool(view.aggregations)
+            )
+        )
         outputs.extend(o for o in outs if o is not None)
         keys.extend(k for k in view.join_keys if k not in keys)
     for od in on_demand:
@@ -195,6 +194,13 @@ def lookup(
 ) -> OnlineResponse:
     """Read every view of ``plan`` for ``entities`` in one store call, then run the
     on-demand transforms over ``request_data`` and the values read."""
+    for v in plan.views:
+        if v.aggregated:
+            raise RequestError(
+                "windowed aggregations are not served online yet",
+                obj=f"feature view {v.schema.view!r}",
+                hint="use them in training datasets; online tiles are not built yet",
+            )
     columns, n = _entity_columns(entities, plan.join_keys)
     r = now_us() if request_time_us is None else request_time_us
     requests = [
