@@ -18,10 +18,13 @@ from featurestore.api.on_demand import OnDemandPlan, compile_on_demand, run_on_d
 from featurestore.compile.views import FeatureRef, PlanIndex
 from featurestore.errors import RequestError
 from featurestore.stores.online.base import OnlineStore, OnlineViewSchema, ReadRequest
-from featurestore.stores.view_specs import online_schema
+from featurestore.stores.view_specs import RECORD_COLUMN, online_schema, served_schema
 
 if TYPE_CHECKING:
     import polars as pl
+
+    from featurestore.compile.views import FeatureViewPlan
+    from featurestore.engines.aggregate.online import AggregateReader
 
 PRESENT = "PRESENT"
 MISSING = "MISSING"
@@ -34,7 +37,14 @@ class ViewLookup:
     features: tuple[str, ...]
     outputs: tuple[str | None, ...]  # None: read only as an input of an on-demand view
     ttl_us: int | None
-    aggregated: bool = False
+    # Aggregated views: how to answer the features from the stored records, and the
+    # layout of those records (``schema`` above describes the features served).
+    aggregates: AggregateReader | None = None
+    record_schema: OnlineViewSchema | None = None
+
+    @property
+    def aggregated(self) -> bool:
+        return self.aggregates is not None
 
 
 @dataclass(frozen=True)
@@ -132,11 +142,19 @@ def build_lookup_plan(
         outs = tuple(
             (f"{name}__{f}" if full_feature_names else f) if f in shown else None for f in feats
         )
-        views.append(
-            ViewLookup(
-                online_schema(project, view), feats, outs, view.ttl_us, bool(view.aggregations)
+        if view.aggregations:
+            views.append(
+                ViewLookup(
+                    served_schema(project, view),
+                    feats,
+                    outs,
+                    view.ttl_us,
+                    _aggregate_reader(view, feats),
+                    online_schema(project, view),
+                )
             )
-        )
+        else:
+            views.append(ViewLookup(online_schema(project, view), feats, outs, view.ttl_us))
         outputs.extend(o for o in outs if o is not None)
         keys.extend(k for k in view.join_keys if k not in keys)
     for od in on_demand:
@@ -194,17 +212,14 @@ def lookup(
 ) -> OnlineResponse:
     """Read every view of ``plan`` for ``entities`` in one store call, then run the
     on-demand transforms over ``request_data`` and the values read."""
-    for v in plan.views:
-        if v.aggregated:
-            raise RequestError(
-                "windowed aggregations are not served online yet",
-                obj=f"feature view {v.schema.view!r}",
-                hint="use them in training datasets; online tiles are not built yet",
-            )
     columns, n = _entity_columns(entities, plan.join_keys)
     r = now_us() if request_time_us is None else request_time_us
     requests = [
         ReadRequest(v.schema, {k: columns[k] for k in v.schema.join_keys}, v.features)
+        if v.record_schema is None
+        else ReadRequest(
+            v.record_schema, {k: columns[k] for k in v.schema.join_keys}, (RECORD_COLUMN,)
+        )
         for v in plan.views
     ]
     results = store.read(requests)
@@ -220,8 +235,12 @@ def lookup(
             cutoff = r - v.ttl_us
             status = [MISSING if t is None else (EXPIRED if t <= cutoff else PRESENT) for t in ets]
         expired = [i for i, s in enumerate(status) if s == EXPIRED]
+        found = res.features
+        if v.aggregates is not None:
+            # Windows end at the request time, so the values are computed here.
+            found = v.aggregates.values(res.features[RECORD_COLUMN], at_us=ets, request_us=r)
         for feat, out in zip(v.features, v.outputs, strict=True):
-            vals = res.features[feat]
+            vals = found[feat]
             if expired:
                 vals = list(vals)
                 for i in expired:
@@ -236,6 +255,24 @@ def lookup(
         _run_on_demand_online(od, inputs, request_data or {}, n, values, statuses, stamps)
     return OnlineResponse(
         {k: columns[k] for k in plan.join_keys}, values, statuses, stamps, plan.registry_version, r
+    )
+
+
+def _aggregate_reader(view: FeatureViewPlan, features: tuple[str, ...]) -> AggregateReader:
+    from featurestore.engines.aggregate.online import AggregateReader
+    from featurestore.engines.aggregate.spec import WindowSpec
+
+    slot = {a["name"]: (j, a) for j, a in enumerate(view.aggregations)}
+    return AggregateReader(
+        functions=tuple(a["function"] for a in view.aggregations),
+        features={
+            f: (
+                slot[f][0],
+                WindowSpec(slot[f][1]["function"], slot[f][1]["window_us"], slot[f][1]["hop_us"]),
+                slot[f][1]["dtype"],
+            )
+            for f in features
+        },
     )
 
 

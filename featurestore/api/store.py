@@ -191,8 +191,7 @@ class FeatureStore:
 
         reports = []
         for view in self._views(views, self.index()):
-            if not view.online or view.aggregations:
-                # Aggregated views are served from tiles, which are not built yet.
+            if not view.online:
                 continue
             name = f"materialize:{view.name}"
             mark = self.registry.get_watermark(name)

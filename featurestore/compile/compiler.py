@@ -102,6 +102,13 @@ def aggregation_dtype(function: str, input_dtype: Any) -> str:
     return found
 
 
+def _canonical_or_none(dtype: Any) -> str | None:
+    try:
+        return from_polars(dtype) if dtype is not None else None
+    except ValueError:
+        return None
+
+
 class _Compiler:
     def __init__(self, repo: Path, project: str) -> None:
         self.repo = repo
@@ -214,6 +221,17 @@ class _Compiler:
         full_schema = full if schema is not None else {}
         aggs = []
         for agg in fv.aggregations:
+            if agg.hop_us and agg.window_us and agg.window_us % agg.hop_us:
+                # Online records keep hop-sized tiles; a window that is not a whole
+                # number of tiles could not be answered exactly from them.
+                self.err(
+                    "the hop must divide the window",
+                    file=file,
+                    obj=obj,
+                    field=f"aggregations[{agg.name!r}].hop",
+                    value={"window": agg.window, "hop": agg.hop},
+                    hint="pick a hop that fits a whole number of times in the window",
+                )
             column: Any
             if agg.column is None or isinstance(agg.column, str):
                 column = agg.column
@@ -229,6 +247,8 @@ class _Compiler:
                     "window_us": agg.window_us,
                     "hop_us": agg.hop_us,
                     "dtype": aggregation_dtype(agg.function, input_dtype),
+                    # The stored events keep the column in this dtype (view_specs).
+                    "input_dtype": _canonical_or_none(input_dtype),
                 }
             )
         self.view_dtypes[fv.name] = (

@@ -45,7 +45,23 @@ def materialize_view(
     chunk_rows: int = 50_000,
     progress: bool = False,
 ) -> MaterializeReport:
-    """Push, per entity, the latest row with ``start <= event_ts <= end`` online."""
+    """Push, per entity, the latest row with ``start <= event_ts <= end`` online.
+
+    An aggregated view gets its aggregate records as of ``end`` instead
+    (``materialize.aggregates``)."""
+    if view.aggregations:
+        from featurestore.materialize.aggregates import materialize_aggregates
+
+        return materialize_aggregates(
+            view,
+            project=project,
+            offline=offline,
+            online=online,
+            end_us=end_us,
+            start_us=start_us,
+            chunk_rows=chunk_rows,
+            progress=progress,
+        )
     started = time.perf_counter()
     schema = online_schema(project, view)
     if not offline.exists(view.name):

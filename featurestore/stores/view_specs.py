@@ -7,6 +7,10 @@ from featurestore.compile.views import FeatureViewPlan
 from featurestore.stores.offline.spec import OfflineTableSpec
 from featurestore.stores.online.base import OnlineViewSchema, make_schema_id
 
+# An aggregated view is stored online as one encoded record per entity in this
+# column (``engines.aggregate.online``), not as one column per feature.
+RECORD_COLUMN = "_aggregates"
+
 
 def stored_features(view: FeatureViewPlan) -> dict[str, str]:
     """Feature columns of the offline table: the declared fields or, for an
@@ -45,9 +49,13 @@ def derivation_hash(view: FeatureViewPlan) -> str:
 def online_schema(project: str, view: FeatureViewPlan) -> OnlineViewSchema:
     """The online layout of a view. Its ``schema_id`` changes when the values would:
     a new transform or source gets fresh records (re-materialize), because
-    compare-and-set would otherwise keep the old values, whose timestamps are equal."""
+    compare-and-set would otherwise keep the old values, whose timestamps are equal.
+    An aggregated view stores one ``RECORD_COLUMN`` of encoded aggregate records."""
     keys = dict(zip(view.join_keys, view.key_dtypes, strict=True))
-    features = dict(zip(view.features, view.feature_dtypes, strict=True))
+    if view.aggregations:
+        features = {RECORD_COLUMN: "string"}
+    else:
+        features = dict(zip(view.features, view.feature_dtypes, strict=True))
     layout = make_schema_id(
         join_keys=tuple(keys),
         key_dtypes=tuple(keys.values()),
@@ -63,4 +71,23 @@ def online_schema(project: str, view: FeatureViewPlan) -> OnlineViewSchema:
         feature_dtypes=tuple(features.values()),
         ttl_us=view.ttl_us,
         schema_id=f"{layout}-{derivation_hash(view)}",
+    )
+
+
+def served_schema(project: str, view: FeatureViewPlan) -> OnlineViewSchema:
+    """The features a lookup returns for ``view``, with their dtypes. The same as
+    ``online_schema`` for a plain view; for an aggregated view, the aggregations
+    (computed at lookup time) rather than the stored record column."""
+    stored = online_schema(project, view)
+    if not view.aggregations:
+        return stored
+    return OnlineViewSchema(
+        project=project,
+        view=view.name,
+        join_keys=stored.join_keys,
+        key_dtypes=stored.key_dtypes,
+        features=view.features,
+        feature_dtypes=view.feature_dtypes,
+        ttl_us=view.ttl_us,
+        schema_id=stored.schema_id,
     )

@@ -1,5 +1,6 @@
-"""Windowed aggregations in training datasets, through real Delta tables, checked
-against a brute-force reading of SEMANTICS."""
+"""Windowed aggregations in training datasets and online (materialized records in the
+SQLite online store), through real Delta tables, checked against a brute-force
+reading of SEMANTICS."""
 
 import math
 from datetime import UTC, datetime, timedelta
@@ -9,7 +10,6 @@ import polars as pl
 import pytest
 
 from featurestore import FeatureStore
-from featurestore.errors import RequestError
 from tests.helpers import write_repo
 
 DEFS = """
@@ -31,7 +31,8 @@ driver_trips = FeatureView(
     ],
 )
 """
-T0 = datetime(2026, 3, 1, tzinfo=UTC)
+# Recent, so records stay within the online store's retention (2 x the 30d TTL).
+T0 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=10)
 H = 3_600_000_000
 
 
@@ -60,7 +61,7 @@ def _events(n: int = 3000, seed: int = 5) -> pl.DataFrame:
     )  # and some nulls
 
 
-def _brute(events: pl.DataFrame, spine: pl.DataFrame) -> dict[str, list]:
+def _brute(events: pl.DataFrame, spine: pl.DataFrame, *, known_until=None) -> dict[str, list]:
     out: dict[str, list] = {
         "trips_1h": [],
         "fare_sum_1d": [],
@@ -70,6 +71,8 @@ def _brute(events: pl.DataFrame, spine: pl.DataFrame) -> dict[str, list]:
     ev = events.with_columns(
         fare_per_km=pl.col("fare") / pl.col("km"), us=pl.col("ts").dt.epoch("us")
     )
+    if known_until is not None:  # online: only the events materialized
+        ev = ev.filter(pl.col("us") <= known_until)
     for row in spine.iter_rows(named=True):
         t = int(row["event_timestamp"].timestamp() * 1_000_000)
         mine = ev.filter(pl.col("driver_id") == row["driver_id"])
@@ -152,6 +155,112 @@ def test_training_aggregates_match_brute_force(store):
     assert ds.lineage.table_versions == {"driver_trips": 0}
 
 
-def test_aggregates_are_not_served_online_yet(store):
-    with pytest.raises(RequestError, match="not served online yet"):
-        store.get_online_features({"driver_id": [1]}, features=["driver_trips:trips_1h"])
+def _view(store):
+    return store.index().view("driver_trips")
+
+
+def _materialize(store, end: datetime):
+    from featurestore._time import to_us
+    from featurestore.materialize import materialize_view
+
+    return materialize_view(
+        _view(store),
+        project=store.project,
+        offline=store.offline,
+        online=store.online,
+        end_us=to_us(end),
+    )
+
+
+FEATURES = ["trips_1h", "fare_sum_1d", "fare_per_km_mean_1d", "max_fare"]
+
+
+def test_online_values_match_brute_force_at_and_after_materialization(store):
+    end = T0 + timedelta(days=2, hours=5, minutes=17, microseconds=3)
+    report = _materialize(store, end)
+    assert report.entities == report.written == 29
+    ev = pl.read_parquet(store.repo / "data" / "trips.parquet")
+    ids = list(range(0, 32))  # 0, 30 and 31 have no events
+    t_end = int(end.timestamp()) * 1_000_000 + 3
+    for delta in (timedelta(0), timedelta(minutes=43), timedelta(hours=7), timedelta(days=2)):
+        r = end + delta
+        resp = store.get_online_features(
+            {"driver_id": ids},
+            features=[f"driver_trips:{f}" for f in FEATURES],
+            request_time=r,
+        )
+        spine = pl.DataFrame({"driver_id": ids, "event_timestamp": [r] * len(ids)})
+        expected = _brute(ev, spine, known_until=t_end)
+        for name in FEATURES:
+            got = resp.values[name]
+            bad = [
+                (i, g, e)
+                for i, (g, e) in zip(ids, zip(got, expected[name], strict=True), strict=True)
+                if not _close(g, e)
+            ]
+            assert not bad, f"{name} at {delta}: {bad[:5]}"
+        status = resp.statuses["trips_1h"]
+        assert status[0] == "MISSING" and status[5] == "PRESENT"
+        assert resp.values["trips_1h"][0] == 0 and resp.values["max_fare"][0] is None
+        assert resp.event_ts["trips_1h"][5] == t_end
+
+
+def test_online_equals_training_at_the_materialization_time(store):
+    end = T0 + timedelta(days=1, hours=23)
+    _materialize(store, end)
+    ids = list(range(1, 30))
+    resp = store.get_online_features(
+        {"driver_id": ids}, features=[f"driver_trips:{f}" for f in FEATURES], request_time=end
+    )
+    spine = pl.DataFrame({"driver_id": ids, "event_timestamp": [end] * len(ids)}).with_columns(
+        pl.col("event_timestamp").dt.cast_time_unit("us")
+    )
+    ds = store.get_training_dataset(spine, features=[f"driver_trips:{f}" for f in FEATURES])
+    for name in FEATURES:
+        pairs = zip(resp.values[name], ds.frame[name].to_list(), strict=True)
+        assert all(_close(a, b) for a, b in pairs), name
+
+
+def test_later_materialization_replaces_earlier_and_ttl_expires(store):
+    late, early = T0 + timedelta(days=2), T0 + timedelta(days=1)
+    _materialize(store, late)
+    again = _materialize(store, early)  # an older T never replaces a newer record
+    assert again.written == 0 and again.skipped_stale == again.entities
+    resp = store.get_online_features(
+        {"driver_id": [5]}, features=["driver_trips:max_fare"], request_time=late
+    )
+    assert resp.event_ts["max_fare"] == [int(late.timestamp() * 1_000_000)]
+    # TTL 30d: a request 30 days after T is EXPIRED, with a null value.
+    resp = store.get_online_features(
+        {"driver_id": [5, 0]},
+        features=["driver_trips:max_fare", "driver_trips:trips_1h"],
+        request_time=late + timedelta(days=30),
+    )
+    assert resp.statuses["max_fare"] == ["EXPIRED", "MISSING"]
+    assert resp.values["max_fare"] == [None, None]
+    assert resp.values["trips_1h"] == [None, 0]
+
+
+def test_a_request_before_materialization_time_is_answered_as_of_it(store):
+    end = T0 + timedelta(days=2)
+    _materialize(store, end)
+    features = [f"driver_trips:{f}" for f in FEATURES]
+    at_end = store.get_online_features({"driver_id": [3]}, features=features, request_time=end)
+    before = store.get_online_features(
+        {"driver_id": [3]}, features=features, request_time=end - timedelta(hours=5)
+    )
+    for name in FEATURES:
+        assert _close(before.values[name][0], at_end.values[name][0]), name
+
+
+def test_hop_must_divide_window(tmp_path):
+    from featurestore.errors import DefinitionError
+
+    bad = DEFS.replace('window="1d", hop="1h"', 'window="1d", hop="7h"')
+    repo = write_repo(tmp_path / "repo", {"features.py": bad})
+    (repo / "data").mkdir()
+    _events(50).write_parquet(repo / "data" / "trips.parquet")
+    s = FeatureStore(repo)
+    with pytest.raises(DefinitionError, match="hop must divide the window"):
+        s.apply()
+    s.close()

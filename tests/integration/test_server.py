@@ -90,7 +90,7 @@ def make_repo(base: Path, dest: Path, *, online_url: str | None, server: str = "
 
 def materialize(repo: Path) -> None:
     store = FeatureStore(repo)
-    [report] = store.materialize(end=END)
+    [report] = store.materialize(["driver_hourly_stats"], end=END)
     store.close()
     assert report.written == len(DRIVERS)
 

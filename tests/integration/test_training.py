@@ -80,7 +80,7 @@ def repo(tmp_path):
     root = quickstart(tmp_path / "repo")
     store = FeatureStore(root)
     store.apply()
-    (report,) = store.backfill()
+    (report,) = store.backfill(["driver_hourly_stats"])
     assert report.rows_written == pl.read_parquet(root / "data/driver_stats.parquet").height
     yield root
     store.close()
@@ -104,7 +104,7 @@ def test_training_dataset_matches_brute_force(repo, as_of_known):
 def test_backfill_is_idempotent(repo):
     store = FeatureStore(repo)
     before = store.offline.version("driver_hourly_stats")
-    (again,) = store.backfill()
+    (again,) = store.backfill(["driver_hourly_stats"])
     assert (again.rows_written, again.rows_updated) == (0, 0)
     table = store.offline.read_table("driver_hourly_stats").collect()
     assert table.height == pl.read_parquet(repo / "data/driver_stats.parquet").height

@@ -3,6 +3,7 @@
 import polars as pl
 
 from featurestore import (
+    Aggregation,
     BatchSource,
     Entity,
     FeatureService,
@@ -60,4 +61,30 @@ driver_ranking_with_request = FeatureService(
     name="driver_ranking_with_request",
     features=[driver_hourly_stats, trip_fit],
     description="driver_ranking plus request-time features (send distance_km)",
+)
+
+# Windowed aggregations over the same rows: computed as of each training row's time,
+# and online as of the request time from records that `featurestore materialize`
+# writes. The hop floors the time to the hour, so that value changes once an hour.
+driver_windows = FeatureView(
+    name="driver_windows",
+    entities=[driver],
+    source=driver_stats_source,
+    ttl="2d",
+    aggregations=[
+        Aggregation(name="stats_rows_1d", column=None, function="count", window="1d"),
+        Aggregation(
+            name="conv_rate_mean_7d", column="conv_rate", function="mean", window="7d", hop="1h"
+        ),
+        Aggregation(
+            name="max_daily_trips", column="avg_daily_trips", function="max", window="lifetime"
+        ),
+    ],
+    description="How active each driver has been, over sliding windows",
+)
+
+driver_windows_service = FeatureService(
+    name="driver_windows_service",
+    features=[driver_windows],
+    description="Windowed activity aggregates of each driver",
 )

@@ -1,0 +1,339 @@
+"""Online aggregate records: what materialization stores per entity, and how a lookup
+answers from it (SEMANTICS: Windowed aggregations).
+
+Materializing up to ``T`` stores, per entity, one record that answers every request
+time ``r >= T`` exactly for the events known then (``event_ts <= T``). It holds one
+*slot* per aggregation: a sorted int64 ``pos`` array and the ``state.States`` at those
+positions. What a slot keeps depends on the window:
+
+==================  ==================================================  ===============
+window              states kept                                         ``pos``
+==================  ==================================================  ===============
+lifetime, no hop    one state: every event <= T                         ``T``
+hop ``H``           one per H-tile ``(kH, (k+1)H]`` that can still be   tile index ``k``
+                    in a window ending at ``r >= T``; lifetime windows
+                    fold tiles before ``floor(T/H)*H`` into one base
+no hop, window w    one per event in ``(T - w, T]`` (exactness needs    ``event_ts``
+                    them: the window's lower edge moves with ``r``)
+==================  ==================================================  ===============
+
+A hop must divide the window (the compiler checks it): the floored query time ``q``
+is then a tile edge and so is ``q - w``, so a window is a whole number of tiles. So
+a slot holds at most ``w/H + 1`` states (a 7d window with a 1h hop: 169) or, without
+a hop, as many as the entity has events in one window: size such windows with care.
+
+A lookup at ``r`` evaluates at ``q = max(r, T)`` floored to the hop: it selects the
+states inside the window, folds them with ``state.combine`` in ``pos`` order and
+``state.finalize``-s them, the same code batch training and the stream worker use.
+A request time before ``T`` is answered as of ``T``: the record cannot go back in
+time, and the newest value it has is the one for ``T``.
+
+Floats: a lifetime or no-hop slot folds single events in (event_ts, created_ts,
+input position) order, the reference's order, so sums are bit-identical to it;
+tiles are summed within a tile and then across tiles, which can differ from a
+straight sum in the last bits (within 1e-9 relative unless the values cancel).
+
+Encoding (version 1, little-endian; base64 text in the online store)::
+
+    b"FA" version:u8  T:i64  n_slots:u16
+    per slot:   m:u32  dtype:(len:u8, numpy dtype.str)  pos:i64[m]
+                fields in sorted name order: numeric -> count:u32 + raw bytes;
+                object (strings) -> count:u32 + lengths:u32[count] + UTF-8 bytes
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from featurestore.engines.aggregate.spec import WindowSpec
+from featurestore.engines.aggregate.state import (
+    States,
+    combine,
+    concat,
+    empty,
+    finalize,
+    from_events,
+)
+from featurestore.errors import DataError, DefinitionError
+
+RECORD_VERSION = 1
+_MAGIC = b"FA"
+_HEAD = struct.Struct("<2sBqH")
+_U32 = struct.Struct("<I")
+
+
+def check_spec(spec: WindowSpec, *, obj: str) -> None:
+    """Refuse a hop that does not divide the window: tiles could not cover it exactly."""
+    if spec.hop_us is not None and spec.window_us is not None and spec.window_us % spec.hop_us:
+        raise DefinitionError(
+            "the hop must divide the window",
+            obj=obj,
+            field="hop",
+            value={"window_us": spec.window_us, "hop_us": spec.hop_us},
+            hint="Pick a hop that fits a whole number of times in the window, e.g. 7d with 1h",
+        )
+
+
+@dataclass(frozen=True)
+class Slots:
+    """One aggregation's slots for many entities: entity ``e`` owns the states
+    ``offsets[e]:offsets[e + 1]`` of ``pos`` and ``states``."""
+
+    offsets: np.ndarray
+    pos: np.ndarray
+    states: States
+
+
+def build_slots(
+    spec: WindowSpec,
+    *,
+    at_us: int,
+    entities: np.ndarray,
+    n_entities: int,
+    event_ts: np.ndarray,
+    created_ts: np.ndarray,
+    values: np.ndarray | None,
+    valid: np.ndarray | None = None,
+) -> Slots:
+    """The slots of every entity (codes ``0..n_entities-1``) as of ``at_us``.
+
+    Events may come in any order; later ones than ``at_us`` are left out. Input
+    position breaks exact (event_ts, created_ts) ties, as everywhere else.
+    """
+    check_spec(spec, obj=f"aggregation {spec.function}")
+    ent = np.asarray(entities, np.int64)
+    ets = np.asarray(event_ts, np.int64)
+    cts = np.asarray(created_ts, np.int64)
+    vals = None if values is None else np.asarray(values)
+    ok = np.ones(len(ent), bool) if valid is None else np.asarray(valid, bool)
+    keep = ets <= at_us
+    if spec.window_us is not None and spec.hop_us is None:
+        keep &= ets > at_us - spec.window_us
+    pos = np.zeros(len(ent), np.int64)
+    if spec.hop_us is not None:
+        hop = spec.hop_us
+        first_open = at_us // hop  # the tile index of the floored T (see module doc)
+        pos = (ets - 1) // hop  # event_ts in (kH, (k+1)H] -> k
+        if spec.window_us is None:
+            pos = np.maximum(pos, first_open - 1)  # fold the past into one base tile
+        else:
+            keep &= pos >= first_open - spec.window_us // hop
+    elif spec.window_us is not None:
+        pos = ets
+    rows = np.flatnonzero(keep)
+    # (entity, pos, event_ts, created_ts, position): slots in order, events in order.
+    rows = rows[np.lexsort((rows, cts[rows], ets[rows], pos[rows], ent[rows]))]
+    e, p = ent[rows], pos[rows]
+    if spec.window_us is None and spec.hop_us is None:
+        groups, n_groups = e, n_entities
+        g_ent = np.arange(n_entities, dtype=np.int64)
+        g_pos = np.full(n_entities, at_us, np.int64)
+    else:
+        if spec.hop_us is None:  # one state per event
+            new = np.ones(len(rows), bool)
+        else:
+            new = np.ones(len(rows), bool)
+            new[1:] = (e[1:] != e[:-1]) | (p[1:] != p[:-1])
+        groups = np.cumsum(new) - 1
+        n_groups = int(new.sum())
+        g_ent, g_pos = e[new], p[new]
+    states = from_events(
+        spec.function,
+        groups=groups,
+        n_groups=n_groups,
+        values=None if vals is None else vals[rows],
+        valid=ok[rows],
+        event_ts=ets[rows],
+        created_ts=cts[rows],
+    )
+    offsets = np.searchsorted(g_ent, np.arange(n_entities + 1), side="left").astype(np.int64)
+    return Slots(offsets, g_pos.astype(np.int64), states)
+
+
+def _window(spec: WindowSpec, pos: np.ndarray, *, at_us: int, request_us: int) -> slice:
+    """The states of a slot inside the window ending at the request time."""
+    q = spec.query_time(max(request_us, at_us))
+    if spec.hop_us is not None:
+        hi = q // spec.hop_us  # tiles k with (k + 1) * H <= q
+        lo = None if spec.window_us is None else hi - spec.window_us // spec.hop_us
+        stop = int(np.searchsorted(pos, hi, side="left"))
+        start = 0 if lo is None else int(np.searchsorted(pos, lo, side="left"))
+        return slice(start, stop)
+    if spec.window_us is None:
+        return slice(0, len(pos))
+    start = int(np.searchsorted(pos, q - spec.window_us, side="right"))
+    return slice(start, int(np.searchsorted(pos, q, side="right")))
+
+
+def evaluate(
+    spec: WindowSpec,
+    slots: Sequence[tuple[np.ndarray, States] | None],
+    *,
+    at_us: Sequence[int | None],
+    request_us: int,
+    dtype: Any = np.float64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The value at ``request_us`` of each entity's slot, as ``finalize`` gives it.
+
+    ``slots[i]`` is entity ``i``'s ``(pos, states)`` (None: no record, which
+    finalizes as no events) and ``at_us[i]`` the time its record was built for.
+    ``dtype`` is the state dtype used for entities without a record.
+    """
+    parts: list[States] = []
+    groups: list[np.ndarray] = []
+    for i, (slot, at) in enumerate(zip(slots, at_us, strict=True)):
+        if slot is None or at is None:
+            continue
+        pos, states = slot
+        window = _window(spec, pos, at_us=at, request_us=request_us)
+        if window.stop > window.start:
+            parts.append(states.take(np.arange(window.start, window.stop)))
+            groups.append(np.full(window.stop - window.start, i, np.int64))
+    if not parts:
+        return finalize(empty(spec.function, dtype=dtype, n=len(slots)))
+    folded = combine(concat(parts), groups=np.concatenate(groups), n_groups=len(slots))
+    return finalize(folded)
+
+
+# -- encoding ------------------------------------------------------------------
+
+
+def _field_names(states: States) -> list[str]:
+    return sorted(states.fields)
+
+
+def _put_array(out: list[bytes], arr: np.ndarray) -> None:
+    out.append(_U32.pack(len(arr)))
+    if arr.dtype.kind == "O":
+        raw = [("" if v is None else str(v)).encode() for v in arr]
+        out.append(np.array([len(b) for b in raw], "<u4").tobytes())
+        out.append(b"".join(raw))
+    else:
+        out.append(np.ascontiguousarray(arr, arr.dtype.newbyteorder("<")).tobytes())
+
+
+def encode_records(*, at_us: int, slots: Sequence[Slots], n_entities: int) -> list[str]:
+    """One encoded record (base64 text) per entity, holding every aggregation's slot."""
+    out: list[str] = []
+    for e in range(n_entities):
+        parts = [_HEAD.pack(_MAGIC, RECORD_VERSION, at_us, len(slots))]
+        for s in slots:
+            a, b = int(s.offsets[e]), int(s.offsets[e + 1])
+            mine = s.states.take(np.arange(a, b))
+            dt = s.states.dtype.str.encode()
+            parts += [_U32.pack(b - a), bytes([len(dt)]), dt, s.pos[a:b].astype("<i8").tobytes()]
+            for name in _field_names(mine):
+                _put_array(parts, mine.fields[name])
+        out.append(base64.b64encode(b"".join(parts)).decode("ascii"))
+    return out
+
+
+class _Reader:
+    def __init__(self, raw: bytes) -> None:
+        self.raw, self.at = raw, 0
+
+    def take(self, n: int) -> bytes:
+        chunk = self.raw[self.at : self.at + n]
+        if len(chunk) != n:
+            raise DataError("truncated aggregate record", obj="online aggregate record")
+        self.at += n
+        return chunk
+
+    def u32(self) -> int:
+        (n,) = _U32.unpack(self.take(4))
+        return int(n)
+
+    def array(self, dtype: np.dtype[Any]) -> np.ndarray:
+        n = self.u32()
+        if dtype.kind == "O":
+            lengths = np.frombuffer(self.take(4 * n), "<u4").tolist()
+            blob = self.take(sum(lengths))
+            items, at = [], 0
+            for length in lengths:
+                items.append(blob[at : at + length].decode())
+                at += length
+            return np.array(items, dtype=object) if items else np.empty(0, object)
+        le = dtype.newbyteorder("<")
+        return np.frombuffer(self.take(n * le.itemsize), le).astype(dtype, copy=False)
+
+
+def decode_record(
+    text: str, *, functions: Sequence[str]
+) -> tuple[int, list[tuple[np.ndarray, States]]]:
+    """``(T, [(pos, states) per aggregation])`` of a record written by ``encode_records``."""
+    r = _Reader(base64.b64decode(text))
+    magic, version, at_us, n_slots = _HEAD.unpack(r.take(_HEAD.size))
+    if magic != _MAGIC or version != RECORD_VERSION:
+        raise DataError(
+            "unsupported online aggregate record",
+            obj="online aggregate record",
+            value={"magic": magic, "version": version},
+            hint=f"This featurestore reads version {RECORD_VERSION}; materialize the view again",
+        )
+    if n_slots != len(functions):
+        raise DataError(
+            f"record has {n_slots} aggregations, the view {len(functions)}",
+            obj="online aggregate record",
+            hint="Materialize the view again",
+        )
+    slots = []
+    for function in functions:
+        m = r.u32()
+        dt = np.dtype(r.take(r.take(1)[0]).decode())
+        pos = np.frombuffer(r.take(8 * m), "<i8").astype(np.int64)
+        template = empty(function, dtype=dt)  # type: ignore[arg-type]
+        fields = {name: r.array(template.fields[name].dtype) for name in _field_names(template)}
+        slots.append((pos, States(template.function, dt, fields)))
+    return int(at_us), slots
+
+
+def _python_values(values: np.ndarray, valid: np.ndarray, *, dtype: str) -> list[Any]:
+    out = values.tolist()
+    convert: Any = None
+    if dtype in ("date", "datetime"):
+        from featurestore.stores.online.columns import FROM_PHYSICAL
+
+        convert = FROM_PHYSICAL[dtype]
+    for i, ok in enumerate(valid.tolist()):
+        if not ok:
+            out[i] = None
+        elif convert is not None:
+            out[i] = convert(out[i])
+    return out
+
+
+@dataclass(frozen=True)
+class AggregateReader:
+    """Answers a view's aggregated features from its encoded records (lookup side).
+
+    ``functions`` lists every aggregation of the view in record order; ``features``
+    maps each wanted feature to ``(slot index, WindowSpec, output dtype)``.
+    """
+
+    functions: tuple[str, ...]
+    features: dict[str, tuple[int, WindowSpec, str]]
+
+    def values(
+        self, records: Sequence[str | None], *, at_us: Sequence[int | None], request_us: int
+    ) -> dict[str, list[Any]]:
+        """Per feature, one Python value per record (None = null) at ``request_us``.
+
+        A missing record (None) counts no events: ``count`` gives 0, the rest null.
+        """
+        decoded = [
+            None if text is None or at is None else decode_record(text, functions=self.functions)
+            for text, at in zip(records, at_us, strict=True)
+        ]
+        stamps = [None if d is None else d[0] for d in decoded]
+        out: dict[str, list[Any]] = {}
+        for name, (j, spec, dtype) in self.features.items():
+            slots = [None if d is None else d[1][j] for d in decoded]
+            vals, ok = evaluate(spec, slots, at_us=stamps, request_us=request_us)
+            out[name] = _python_values(vals, ok, dtype=dtype)
+        return out
