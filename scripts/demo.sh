@@ -23,6 +23,8 @@ featurestore materialize
 step "featurestore get: one online lookup, with a request-time feature"
 featurestore get --entity driver_id=1001 --service driver_ranking_with_request \
   --request distance_km=12.5
+step "featurestore get: windowed aggregations, combined from tiles at request time"
+featurestore get --entity driver_id=1001 --service driver_windows_service
 step "featurestore dataset create: point-in-time training data with lineage"
 python - <<'PY'
 from datetime import timedelta
