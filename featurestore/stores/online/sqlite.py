@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,11 +81,30 @@ class SqliteOnlineStore:
             self._conn = sqlite3.connect(
                 self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False
             )
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._enable_wal(timeout_s)
             # NORMAL is durable against process crashes in WAL mode; only an OS
             # crash can lose the last commits, which materialization rewrites anyway.
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(_SCHEMA)
+
+    def _enable_wal(self, timeout_s: float) -> None:
+        """Switch the file to WAL once. Changing the journal mode needs the file to
+        itself and SQLite does not wait for that with the busy handler, so several
+        processes opening a new file at once retry here until ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        delay = 0.005
+        while True:
+            try:
+                mode = self._conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() == "wal" or self.path == ":memory:":
+                    return
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
 
     def write(self, schema: OnlineViewSchema, rows: WriteBatch) -> WriteStats:
         now = self._clock()
