@@ -24,7 +24,7 @@ from featurestore._dtypes import to_polars
 from featurestore._time import utc_column
 from featurestore.api.on_demand import compile_on_demand, run_on_demand
 from featurestore.compile.expr import expr_from_spec
-from featurestore.compile.views import FeatureRef, PlanIndex
+from featurestore.compile.views import FeatureRef, FeatureViewPlan, PlanIndex
 from featurestore.engines.pit.join import FeatureFrame, point_in_time_join
 from featurestore.errors import DataError, RequestError
 from featurestore.stores.offline.delta import DeltaOfflineStore
@@ -114,6 +114,34 @@ class TrainingDataset:
         return self.frame.to_pandas()
 
 
+def _pin_view(
+    view: FeatureViewPlan,
+    spine: pl.DataFrame,
+    *,
+    offline: DeltaOfflineStore,
+    table_versions: dict[str, int | None] | None,
+    versions: dict[str, int | None],
+    hashes: dict[str, str],
+) -> int | None:
+    """Check the spine has the view's keys, and pin the table version to read (the
+    lineage's on a rebuild, else the current one); record it and the plan hash."""
+    name = view.name
+    missing = [k for k in view.join_keys if k not in spine.columns]
+    if missing:
+        raise RequestError(
+            f"entity_df lacks the join keys of view {name!r}",
+            field="entity_df",
+            value=missing,
+            hint=f"add the columns {list(view.join_keys)} to the spine",
+        )
+    if table_versions is not None and name not in table_versions:
+        raise DataError("lineage has no table version for this view", obj=name)
+    pinned = table_versions[name] if table_versions is not None else offline.version(name)
+    versions[name] = pinned
+    hashes[name] = view.hash
+    return pinned
+
+
 def _view_frames(
     index: PlanIndex,
     columns: list[tuple[FeatureRef, str]],
@@ -131,7 +159,9 @@ def _view_frames(
         by_view.setdefault(ref.view, {}).setdefault(ref.feature, out)
     ts = spine.select(utc_column(spine, timestamp, obj="entity_df").dt.epoch("us"))
     lo, hi = ts.min().item(), ts.max().item()
-    frames, versions, hashes = [], {}, {}
+    frames: list[FeatureFrame] = []
+    versions: dict[str, int | None] = {}
+    hashes: dict[str, str] = {}
     outputs: list[str] = []
     for name, feat_outs in by_view.items():
         feats = list(feat_outs)
@@ -140,20 +170,15 @@ def _view_frames(
             raise RequestError(
                 "aggregated views are not supported in training yet", obj=f"feature view {name!r}"
             )
-        missing = [k for k in view.join_keys if k not in spine.columns]
-        if missing:
-            raise RequestError(
-                f"entity_df lacks the join keys of view {name!r}",
-                field="entity_df",
-                value=missing,
-                hint=f"add the columns {list(view.join_keys)} to the spine",
-            )
         spec = offline_spec(view)
-        pinned = table_versions.get(name) if table_versions is not None else offline.version(name)
-        if table_versions is not None and name not in table_versions:
-            raise DataError("lineage has no table version for this view", obj=name)
-        versions[name] = pinned
-        hashes[name] = view.hash
+        pinned = _pin_view(
+            view,
+            spine,
+            offline=offline,
+            table_versions=table_versions,
+            versions=versions,
+            hashes=hashes,
+        )
         outs = tuple(feat_outs.values())
         outputs.extend(outs)
         if pinned is None:
@@ -227,19 +252,14 @@ def _add_aggregates(
     lo, hi = ts.min().item(), ts.max().item()
     for name, group in by_view.items():
         view = index.view(name)
-        missing = [k for k in view.join_keys if k not in spine.columns]
-        if missing:
-            raise RequestError(
-                f"entity_df lacks the join keys of view {name!r}",
-                field="entity_df",
-                value=missing,
-                hint=f"add the columns {list(view.join_keys)} to the spine",
-            )
-        if table_versions is not None and name not in table_versions:
-            raise DataError("lineage has no table version for this view", obj=name)
-        pinned = table_versions[name] if table_versions is not None else offline.version(name)
-        versions[name] = pinned
-        hashes[name] = view.hash
+        pinned = _pin_view(
+            view,
+            spine,
+            offline=offline,
+            table_versions=table_versions,
+            versions=versions,
+            hashes=hashes,
+        )
         specs = {a["name"]: a for a in view.aggregations}
         windows = [specs[r.feature]["window_us"] for r in group]
         start = None if lo is None or any(w is None for w in windows) else lo - max(windows)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import time
@@ -28,7 +27,7 @@ from tests.unit.stores.online_contract import (
     batch_of,
     check_concurrent_writers,
     schema_for,
-    warm_up,
+    writer_pool,
 )
 
 pytestmark = pytest.mark.redis
@@ -193,11 +192,7 @@ def test_hung_server_times_out_within_the_bound(own_redis: RedisServer) -> None:
 
 @pytest.fixture(scope="module")
 def pool() -> Iterator[ProcessPoolExecutor]:
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["tests.unit.stores.online_contract"])
-    with ProcessPoolExecutor(max_workers=WRITERS, mp_context=ctx) as executor:
-        assert len(set(executor.map(warm_up, [0.5] * WRITERS))) == WRITERS
-        yield executor
+    yield from writer_pool()
 
 
 @settings(

@@ -8,11 +8,12 @@ run by the SQLite and Redis modules against a URL.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import random
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, date, datetime
 from typing import Any
@@ -499,3 +500,15 @@ def check_concurrent_writers(url: str, seeds: Sequence[int], pool: ProcessPoolEx
         assert (got.event_ts[i], got.created_ts[i]) == (ev, cr), entity
         # equal records never replace each other, so any writer's value at the max may stand
         assert got.features["x"][i] in values[(entity, ev, cr)], entity
+
+
+def writer_pool() -> Iterator[ProcessPoolExecutor]:
+    """WRITERS warm worker processes for the concurrent-writer property tests.
+
+    forkserver: fresh workers (no inherited threads) that import these helpers once.
+    """
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["tests.unit.stores.online_contract"])
+    with ProcessPoolExecutor(max_workers=WRITERS, mp_context=ctx) as executor:
+        assert len(set(executor.map(warm_up, [0.5] * WRITERS))) == WRITERS
+        yield executor

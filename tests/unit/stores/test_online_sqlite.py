@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -21,7 +20,7 @@ from tests.unit.stores.online_contract import (
     batch_of,
     check_concurrent_writers,
     schema_for,
-    warm_up,
+    writer_pool,
 )
 
 
@@ -85,12 +84,7 @@ def test_not_a_database_is_a_store_error(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def pool() -> Iterator[ProcessPoolExecutor]:
-    # forkserver: fresh workers (no inherited threads) that import the helpers only once
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["tests.unit.stores.online_contract"])
-    with ProcessPoolExecutor(max_workers=WRITERS, mp_context=ctx) as executor:
-        assert len(set(executor.map(warm_up, [0.5] * WRITERS))) == WRITERS
-        yield executor
+    yield from writer_pool()
 
 
 @settings(
