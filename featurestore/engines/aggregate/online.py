@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from featurestore.engines.aggregate.records import Slots, decode
 from featurestore.engines.aggregate.spec import WindowSpec
 from featurestore.engines.aggregate.state import (
     States,
@@ -80,14 +81,96 @@ def check_spec(spec: WindowSpec, *, obj: str) -> None:
         )
 
 
-@dataclass(frozen=True)
-class Slots:
-    """One aggregation's slots for many entities: entity ``e`` owns the states
-    ``offsets[e]:offsets[e + 1]`` of ``pos`` and ``states``."""
+def event_positions(spec: WindowSpec, event_ts: np.ndarray) -> np.ndarray:
+    """The slot position of single events: tile index, ``event_ts``, or (lifetime
+    without hop) ``event_ts`` until ``fold_slots`` places them at ``T``."""
+    ets = np.asarray(event_ts, np.int64)
+    if spec.hop_us is not None:
+        return (ets - 1) // spec.hop_us  # event_ts in (kH, (k+1)H] -> k
+    return ets
 
-    offsets: np.ndarray
-    pos: np.ndarray
-    states: States
+
+def _placed(spec: WindowSpec, at: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where states at ``pos`` go in records as of ``at`` (both per state), and which
+    of them a window ending at or after ``at`` can still reach (see the module doc)."""
+    keep = np.ones(len(pos), bool)
+    if spec.hop_us is not None:
+        first_open = at // spec.hop_us  # the tile index of the floored T
+        if spec.window_us is None:
+            return np.maximum(pos, first_open - 1), keep  # the past folds into one base
+        return pos, pos >= first_open - spec.window_us // spec.hop_us
+    if spec.window_us is not None:
+        return pos, pos > at - spec.window_us
+    return at.copy(), keep
+
+
+def fold_slots(
+    spec: WindowSpec,
+    *,
+    at_us: np.ndarray,
+    n_entities: int,
+    parts: Sequence[tuple[np.ndarray, np.ndarray, States]],
+) -> Slots:
+    """The slots of entities ``0..n_entities-1`` as of ``at_us[e]`` from pieces.
+
+    Each part is ``(entity, pos, states)``, one row per state; parts come in time
+    order (a record's old slots before a micro-batch's events) and so do the states
+    of one (entity, pos) inside a part. States at the same place are combined in
+    that order, states no window can reach any more are dropped. Batch
+    materialization (``build_slots``) and the stream worker both build records here.
+    """
+    check_spec(spec, obj=f"aggregation {spec.function}")
+    parts = [p for p in parts if len(p[0])] or list(parts[:1])
+    ent = np.concatenate([p[0] for p in parts]).astype(np.int64, copy=False)
+    at = np.asarray(at_us, np.int64)[ent]
+    pos, keep = _placed(spec, at, np.concatenate([p[1] for p in parts]).astype(np.int64))
+    states = concat([p[2] for p in parts])
+    rows = np.flatnonzero(keep)
+    rows = rows[np.lexsort((rows, pos[rows], ent[rows]))]  # stable: time order kept
+    e, p = ent[rows], pos[rows]
+    if spec.window_us is None and spec.hop_us is None:
+        groups, n_groups = e, n_entities  # one state per entity, also without events
+        g_ent = np.arange(n_entities, dtype=np.int64)
+        g_pos = np.asarray(at_us, np.int64).copy()
+    else:
+        new = np.ones(len(rows), bool)
+        new[1:] = (e[1:] != e[:-1]) | (p[1:] != p[:-1])
+        groups = np.cumsum(new) - 1
+        n_groups = int(new.sum())
+        g_ent, g_pos = e[new], p[new]
+    folded = combine(states.take(rows), groups=groups, n_groups=n_groups)
+    offsets = np.searchsorted(g_ent, np.arange(n_entities + 1), side="left").astype(np.int64)
+    return Slots(offsets, g_pos.astype(np.int64), folded)
+
+
+def event_states(
+    spec: WindowSpec,
+    *,
+    entities: np.ndarray,
+    event_ts: np.ndarray,
+    created_ts: np.ndarray,
+    values: np.ndarray | None,
+    valid: np.ndarray | None = None,
+    until_us: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, States]:
+    """One state per event, in (entity, event_ts, created_ts, input position) order,
+    as a ``fold_slots`` part. ``until_us`` (per event) leaves out later events."""
+    ent = np.asarray(entities, np.int64)
+    ets = np.asarray(event_ts, np.int64)
+    cts = np.asarray(created_ts, np.int64)
+    ok = np.ones(len(ent), bool) if valid is None else np.asarray(valid, bool)
+    rows = np.arange(len(ent)) if until_us is None else np.flatnonzero(ets <= until_us)
+    rows = rows[np.lexsort((rows, cts[rows], ets[rows], ent[rows]))]
+    states = from_events(
+        spec.function,
+        groups=np.arange(len(rows), dtype=np.int64),
+        n_groups=len(rows),
+        values=None if values is None else np.asarray(values)[rows],
+        valid=ok[rows],
+        event_ts=ets[rows],
+        created_ts=cts[rows],
+    )
+    return ent[rows], event_positions(spec, ets[rows]), states
 
 
 def build_slots(
@@ -106,54 +189,17 @@ def build_slots(
     Events may come in any order; later ones than ``at_us`` are left out. Input
     position breaks exact (event_ts, created_ts) ties, as everywhere else.
     """
-    check_spec(spec, obj=f"aggregation {spec.function}")
-    ent = np.asarray(entities, np.int64)
-    ets = np.asarray(event_ts, np.int64)
-    cts = np.asarray(created_ts, np.int64)
-    vals = None if values is None else np.asarray(values)
-    ok = np.ones(len(ent), bool) if valid is None else np.asarray(valid, bool)
-    keep = ets <= at_us
-    if spec.window_us is not None and spec.hop_us is None:
-        keep &= ets > at_us - spec.window_us
-    pos = np.zeros(len(ent), np.int64)
-    if spec.hop_us is not None:
-        hop = spec.hop_us
-        first_open = at_us // hop  # the tile index of the floored T (see module doc)
-        pos = (ets - 1) // hop  # event_ts in (kH, (k+1)H] -> k
-        if spec.window_us is None:
-            pos = np.maximum(pos, first_open - 1)  # fold the past into one base tile
-        else:
-            keep &= pos >= first_open - spec.window_us // hop
-    elif spec.window_us is not None:
-        pos = ets
-    rows = np.flatnonzero(keep)
-    # (entity, pos, event_ts, created_ts, position): slots in order, events in order.
-    rows = rows[np.lexsort((rows, cts[rows], ets[rows], pos[rows], ent[rows]))]
-    e, p = ent[rows], pos[rows]
-    if spec.window_us is None and spec.hop_us is None:
-        groups, n_groups = e, n_entities
-        g_ent = np.arange(n_entities, dtype=np.int64)
-        g_pos = np.full(n_entities, at_us, np.int64)
-    else:
-        if spec.hop_us is None:  # one state per event
-            new = np.ones(len(rows), bool)
-        else:
-            new = np.ones(len(rows), bool)
-            new[1:] = (e[1:] != e[:-1]) | (p[1:] != p[:-1])
-        groups = np.cumsum(new) - 1
-        n_groups = int(new.sum())
-        g_ent, g_pos = e[new], p[new]
-    states = from_events(
-        spec.function,
-        groups=groups,
-        n_groups=n_groups,
-        values=None if vals is None else vals[rows],
-        valid=ok[rows],
-        event_ts=ets[rows],
-        created_ts=cts[rows],
+    part = event_states(
+        spec,
+        entities=entities,
+        event_ts=event_ts,
+        created_ts=created_ts,
+        values=values,
+        valid=valid,
+        until_us=np.full(len(entities), at_us, np.int64),
     )
-    offsets = np.searchsorted(g_ent, np.arange(n_entities + 1), side="left").astype(np.int64)
-    return Slots(offsets, g_pos.astype(np.int64), states)
+    at = np.full(n_entities, at_us, np.int64)
+    return fold_slots(spec, at_us=at, n_entities=n_entities, parts=[part])
 
 
 def _window(spec: WindowSpec, pos: np.ndarray, *, at_us: int, request_us: int) -> slice:
@@ -326,14 +372,22 @@ class AggregateReader:
 
         A missing record (None) counts no events: ``count`` gives 0, the rest null.
         """
-        decoded = [
-            None if text is None or at is None else decode_record(text, functions=self.functions)
-            for text, at in zip(records, at_us, strict=True)
+        have = [
+            i
+            for i, (t, at) in enumerate(zip(records, at_us, strict=True))
+            if t is not None and at is not None
         ]
-        stamps = [None if d is None else d[0] for d in decoded]
+        stamps, found, _ = decode([records[i] for i in have], functions=self.functions)  # type: ignore[misc]
+        at: list[int | None] = [None] * len(records)
+        for i, stamp in zip(have, stamps.tolist(), strict=True):
+            at[i] = stamp
         out: dict[str, list[Any]] = {}
         for name, (j, spec, dtype) in self.features.items():
-            slots = [None if d is None else d[1][j] for d in decoded]
-            vals, ok = evaluate(spec, slots, at_us=stamps, request_us=request_us)
+            slots: list[tuple[np.ndarray, States] | None] = [None] * len(records)
+            s = found[j]
+            for k, i in enumerate(have):
+                a, b = int(s.offsets[k]), int(s.offsets[k + 1])
+                slots[i] = (s.pos[a:b], s.states.take(np.arange(a, b)))
+            vals, ok = evaluate(spec, slots, at_us=at, request_us=request_us)
             out[name] = _python_values(vals, ok, dtype=dtype)
         return out

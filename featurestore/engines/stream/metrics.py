@@ -231,6 +231,16 @@ class StreamMetrics:
             "Records re-read after a crash or a lost partition (written idempotently).",
             lock,
         )
+        self.aggregate_skipped = Counter(
+            f"{p}_aggregate_skipped_total",
+            "Events already folded into an entity's aggregate record (replays), skipped.",
+            lock,
+        )
+        self.aggregate_conflicts = Counter(
+            f"{p}_aggregate_conflicts_total",
+            "Aggregate records another writer replaced between our read and our write.",
+            lock,
+        )
         self.lag = Gauge(f"{p}_lag_records", "Records behind the partition's end.", lock)
         self.events_per_second = Gauge(
             f"{p}_events_per_second", "Records consumed per second, recent average.", lock

@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 
 from featurestore.compile.views import FeatureViewPlan
+from featurestore.engines.stream.aggregates import AggregateSink
 from featurestore.engines.stream.decode import EventDecoder
 from featurestore.engines.stream.metrics import StreamMetrics
 from featurestore.engines.stream.settings import (
@@ -21,7 +22,7 @@ from featurestore.engines.stream.settings import (
     SHARED_CLIENT_PREFIXES,
     StreamSettings,
 )
-from featurestore.engines.stream.sinks import Sink, sinks_for_view
+from featurestore.engines.stream.sinks import OfflineSink, OnlineLatestSink, Sink
 from featurestore.engines.stream.transform import ViewTransform
 from featurestore.errors import DataError, StreamError
 from featurestore.stores.offline.delta import DeltaOfflineStore
@@ -109,6 +110,35 @@ def build_routes(
         )
         route.views.append(ViewRoute(view, transform, sinks))
     return routes
+
+
+def sinks_for_view(
+    view: FeatureViewPlan,
+    *,
+    project: str,
+    online: OnlineStore,
+    offline: DeltaOfflineStore,
+    metrics: StreamMetrics,
+    retry_s: float,
+    always_merge: bool = False,
+) -> list[Sink]:
+    """The sinks a view needs: online, the latest row per entity (plain view) or the
+    entities' aggregate records (windowed aggregations); offline, the rows."""
+    sinks: list[Sink] = []
+    if view.online and view.aggregations:
+        sinks.append(
+            AggregateSink(view, project=project, online=online, metrics=metrics, retry_s=retry_s)
+        )
+    elif view.online:
+        sinks.append(
+            OnlineLatestSink(view, project=project, online=online, metrics=metrics, retry_s=retry_s)
+        )
+    sinks.append(
+        OfflineSink(
+            view, offline=offline, metrics=metrics, retry_s=retry_s, always_merge=always_merge
+        )
+    )
+    return sinks
 
 
 def _shape(src: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -10,10 +10,11 @@ commits offsets only after it succeeded. A plain view has two sinks:
 - :class:`OfflineSink` buffers rows and appends them to the view's Delta table at
   each checkpoint (one Delta commit per checkpoint).
 
-A windowed-aggregation view will add a tile sink with the same four methods; the
-loop does not change. ``replay`` tells a sink which records may already have been
-made durable before a crash (see ``offsets.py``): the offline sink merges those
-instead of appending them, a tile sink will skip them.
+A view with windowed aggregations has an :class:`~.aggregates.AggregateSink`
+online instead (same four methods; the loop does not change). ``replay`` tells a
+sink which records may already have been made durable before a crash (see
+``offsets.py``): the offline sink merges those instead of appending them; the
+aggregate sink skips them by the marks its records carry.
 """
 
 from __future__ import annotations
@@ -229,35 +230,3 @@ class OfflineSink:
                 kept.append((t, frame))
         self._frames = kept
         self._rows = sum(f.height for _, f in kept)
-
-
-def sinks_for_view(
-    view: FeatureViewPlan,
-    *,
-    project: str,
-    online: OnlineStore,
-    offline: DeltaOfflineStore,
-    metrics: StreamMetrics,
-    retry_s: float,
-    always_merge: bool = False,
-) -> list[Sink]:
-    """The sinks a view needs. Windowed aggregations get a tile sink once the
-    aggregation engine is plugged in; until then such a view is refused."""
-    if view.aggregations:
-        raise StreamError(
-            "has windowed aggregations, which the stream worker does not compute yet",
-            obj=f"feature view {view.name!r}",
-            hint="Run it through the batch path (backfill + materialize) for now, or stream "
-            "a plain view of the same source",
-        )
-    sinks: list[Sink] = []
-    if view.online:
-        sinks.append(
-            OnlineLatestSink(view, project=project, online=online, metrics=metrics, retry_s=retry_s)
-        )
-    sinks.append(
-        OfflineSink(
-            view, offline=offline, metrics=metrics, retry_s=retry_s, always_merge=always_merge
-        )
-    )
-    return sinks

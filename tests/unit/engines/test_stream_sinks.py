@@ -20,12 +20,12 @@ from featurestore.engines.batch import latest_per_entity as batch_latest
 from featurestore.engines.stream import decode as d
 from featurestore.engines.stream.decode import EventDecoder, RecordBatch
 from featurestore.engines.stream.metrics import StreamMetrics
+from featurestore.engines.stream.routes import sinks_for_view
 from featurestore.engines.stream.sinks import (
     OfflineSink,
     OnlineLatestSink,
     ViewBatch,
     retrying,
-    sinks_for_view,
 )
 from featurestore.engines.stream.transform import ViewTransform
 from featurestore.errors import DataError, OnlineStoreUnavailable, StreamError
@@ -43,7 +43,9 @@ SCHEMA = {
 }
 
 
-def compile_view(tmp: Path, *, aggregations: bool = False, online: bool = True) -> FeatureViewPlan:
+def compile_view(
+    tmp: Path, *, aggregations: bool | list[Aggregation] = False, online: bool = True
+) -> FeatureViewPlan:
     driver = Entity(name="driver", join_keys={"driver_id": "int64"})
     src = KafkaSource(
         name="trips",
@@ -54,7 +56,9 @@ def compile_view(tmp: Path, *, aggregations: bool = False, online: bool = True) 
         batch_source=BatchSource(name="trips_history", path="missing", timestamp_field="event_ts"),
     )
     extra: dict[str, Any] = {}
-    if aggregations:
+    if isinstance(aggregations, list):
+        extra["aggregations"] = aggregations
+    elif aggregations:
         extra["aggregations"] = [
             Aggregation(name="fare_sum", column="fare", function="sum", window="1h")
         ]
@@ -250,7 +254,7 @@ def test_offline_sink_drops_rows_of_lost_partitions(tmp_path):
     assert sorted(set(offline_rows(store, view)["driver_id"].to_list())) == [0, 2]
 
 
-def test_sinks_for_plain_views_and_the_refusal_of_aggregations(tmp_path):
+def test_sinks_for_plain_and_aggregated_views(tmp_path):
     kw: dict[str, Any] = {
         "project": "p",
         "online": MemoryOnlineStore(),
@@ -262,9 +266,8 @@ def test_sinks_for_plain_views_and_the_refusal_of_aggregations(tmp_path):
     assert [s.name for s in plain] == ["online:driver_fares", "offline:driver_fares"]
     offline_only = sinks_for_view(compile_view(tmp_path, online=False), **kw)
     assert [s.name for s in offline_only] == ["offline:driver_fares"]
-    with pytest.raises(StreamError, match="aggregations") as err:
-        sinks_for_view(compile_view(tmp_path, aggregations=True), **kw)
-    assert "driver_fares" in str(err.value)
+    aggregated = sinks_for_view(compile_view(tmp_path, aggregations=True), **kw)
+    assert [s.name for s in aggregated] == ["aggregates:driver_fares", "offline:driver_fares"]
 
 
 def test_retrying_retries_only_retryable_errors_within_budget():
