@@ -33,25 +33,18 @@ input position) order, the reference's order, so sums are bit-identical to it;
 tiles are summed within a tile and then across tiles, which can differ from a
 straight sum in the last bits (within 1e-9 relative unless the values cancel).
 
-Encoding (version 1, little-endian; base64 text in the online store)::
-
-    b"FA" version:u8  T:i64  n_slots:u16
-    per slot:   m:u32  dtype:(len:u8, numpy dtype.str)  pos:i64[m]
-                fields in sorted name order: numeric -> count:u32 + raw bytes;
-                object (strings) -> count:u32 + lengths:u32[count] + UTF-8 bytes
+Encoding: ``records.py`` (base64 text in the online store, many records per call).
 """
 
 from __future__ import annotations
 
-import base64
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from featurestore.engines.aggregate.records import Slots, decode
+from featurestore.engines.aggregate.records import Slots, decode_one, encode
 from featurestore.engines.aggregate.spec import WindowSpec
 from featurestore.engines.aggregate.state import (
     States,
@@ -61,12 +54,7 @@ from featurestore.engines.aggregate.state import (
     finalize,
     from_events,
 )
-from featurestore.errors import DataError, DefinitionError
-
-RECORD_VERSION = 1
-_MAGIC = b"FA"
-_HEAD = struct.Struct("<2sBqH")
-_U32 = struct.Struct("<I")
+from featurestore.errors import DefinitionError
 
 
 def check_spec(spec: WindowSpec, *, obj: str) -> None:
@@ -247,96 +235,20 @@ def evaluate(
     return finalize(folded)
 
 
-# -- encoding ------------------------------------------------------------------
-
-
-def _field_names(states: States) -> list[str]:
-    return sorted(states.fields)
-
-
-def _put_array(out: list[bytes], arr: np.ndarray) -> None:
-    out.append(_U32.pack(len(arr)))
-    if arr.dtype.kind == "O":
-        raw = [("" if v is None else str(v)).encode() for v in arr]
-        out.append(np.array([len(b) for b in raw], "<u4").tobytes())
-        out.append(b"".join(raw))
-    else:
-        out.append(np.ascontiguousarray(arr, arr.dtype.newbyteorder("<")).tobytes())
+# -- encoding (records.py) --------------------------------------------------------
 
 
 def encode_records(*, at_us: int, slots: Sequence[Slots], n_entities: int) -> list[str]:
-    """One encoded record (base64 text) per entity, holding every aggregation's slot."""
-    out: list[str] = []
-    for e in range(n_entities):
-        parts = [_HEAD.pack(_MAGIC, RECORD_VERSION, at_us, len(slots))]
-        for s in slots:
-            a, b = int(s.offsets[e]), int(s.offsets[e + 1])
-            mine = s.states.take(np.arange(a, b))
-            dt = s.states.dtype.str.encode()
-            parts += [_U32.pack(b - a), bytes([len(dt)]), dt, s.pos[a:b].astype("<i8").tobytes()]
-            for name in _field_names(mine):
-                _put_array(parts, mine.fields[name])
-        out.append(base64.b64encode(b"".join(parts)).decode("ascii"))
-    return out
-
-
-class _Reader:
-    def __init__(self, raw: bytes) -> None:
-        self.raw, self.at = raw, 0
-
-    def take(self, n: int) -> bytes:
-        chunk = self.raw[self.at : self.at + n]
-        if len(chunk) != n:
-            raise DataError("truncated aggregate record", obj="online aggregate record")
-        self.at += n
-        return chunk
-
-    def u32(self) -> int:
-        (n,) = _U32.unpack(self.take(4))
-        return int(n)
-
-    def array(self, dtype: np.dtype[Any]) -> np.ndarray:
-        n = self.u32()
-        if dtype.kind == "O":
-            lengths = np.frombuffer(self.take(4 * n), "<u4").tolist()
-            blob = self.take(sum(lengths))
-            items, at = [], 0
-            for length in lengths:
-                items.append(blob[at : at + length].decode())
-                at += length
-            return np.array(items, dtype=object) if items else np.empty(0, object)
-        le = dtype.newbyteorder("<")
-        return np.frombuffer(self.take(n * le.itemsize), le).astype(dtype, copy=False)
+    """One encoded record (base64 text) per entity as of ``at_us``, holding every
+    aggregation's slot and no stream marks (format: ``records.py``)."""
+    return encode(at_us=np.full(n_entities, at_us, np.int64), slots=slots)
 
 
 def decode_record(
     text: str, *, functions: Sequence[str]
 ) -> tuple[int, list[tuple[np.ndarray, States]]]:
-    """``(T, [(pos, states) per aggregation])`` of a record written by ``encode_records``."""
-    r = _Reader(base64.b64decode(text))
-    magic, version, at_us, n_slots = _HEAD.unpack(r.take(_HEAD.size))
-    if magic != _MAGIC or version != RECORD_VERSION:
-        raise DataError(
-            "unsupported online aggregate record",
-            obj="online aggregate record",
-            value={"magic": magic, "version": version},
-            hint=f"This featurestore reads version {RECORD_VERSION}; materialize the view again",
-        )
-    if n_slots != len(functions):
-        raise DataError(
-            f"record has {n_slots} aggregations, the view {len(functions)}",
-            obj="online aggregate record",
-            hint="Materialize the view again",
-        )
-    slots = []
-    for function in functions:
-        m = r.u32()
-        dt = np.dtype(r.take(r.take(1)[0]).decode())
-        pos = np.frombuffer(r.take(8 * m), "<i8").astype(np.int64)
-        template = empty(function, dtype=dt)  # type: ignore[arg-type]
-        fields = {name: r.array(template.fields[name].dtype) for name in _field_names(template)}
-        slots.append((pos, States(template.function, dt, fields)))
-    return int(at_us), slots
+    """``(T, [(pos, states) per aggregation])`` of one encoded record."""
+    return decode_one(text, functions=functions)
 
 
 def _python_values(values: np.ndarray, valid: np.ndarray, *, dtype: str) -> list[Any]:
@@ -372,22 +284,14 @@ class AggregateReader:
 
         A missing record (None) counts no events: ``count`` gives 0, the rest null.
         """
-        have = [
-            i
-            for i, (t, at) in enumerate(zip(records, at_us, strict=True))
-            if t is not None and at is not None
+        decoded = [
+            None if text is None or at is None else decode_one(text, functions=self.functions)
+            for text, at in zip(records, at_us, strict=True)
         ]
-        stamps, found, _ = decode([records[i] for i in have], functions=self.functions)  # type: ignore[misc]
-        at: list[int | None] = [None] * len(records)
-        for i, stamp in zip(have, stamps.tolist(), strict=True):
-            at[i] = stamp
+        stamps = [None if d is None else d[0] for d in decoded]
         out: dict[str, list[Any]] = {}
         for name, (j, spec, dtype) in self.features.items():
-            slots: list[tuple[np.ndarray, States] | None] = [None] * len(records)
-            s = found[j]
-            for k, i in enumerate(have):
-                a, b = int(s.offsets[k]), int(s.offsets[k + 1])
-                slots[i] = (s.pos[a:b], s.states.take(np.arange(a, b)))
-            vals, ok = evaluate(spec, slots, at_us=at, request_us=request_us)
+            slots = [None if d is None else d[1][j] for d in decoded]
+            vals, ok = evaluate(spec, slots, at_us=stamps, request_us=request_us)
             out[name] = _python_values(vals, ok, dtype=dtype)
         return out
