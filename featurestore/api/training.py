@@ -244,6 +244,7 @@ def _add_aggregates(
     """Windowed aggregations as of each spine row's time, over the view's stored
     events (SEMANTICS: windowed aggregations), with the batch aggregation engine."""
     from featurestore.engines.aggregate import WindowSpec, aggregate_spine
+    from featurestore.engines.aggregate.view_records import events_start
 
     by_view: dict[str, list[FeatureRef]] = {}
     for ref in refs:
@@ -261,8 +262,10 @@ def _add_aggregates(
             hashes=hashes,
         )
         specs = {a["name"]: a for a in view.aggregations}
-        windows = [specs[r.feature]["window_us"] for r in group]
-        start = None if lo is None or any(w is None for w in windows) else lo - max(windows)
+        chosen = [specs[r.feature] for r in group]
+        windows = [WindowSpec(a["function"], a["window_us"], a["hop_us"]) for a in chosen]
+        # The first event any row's window holds (hops floor the request time first).
+        start = None if lo is None else events_start(windows, end_us=lo)
         spec = offline_spec(view)
         if pinned is None:
             events: pl.LazyFrame = pl.DataFrame(
@@ -281,14 +284,11 @@ def _add_aggregates(
                 spec, start_us=start, end_us=None if hi is None else hi + 1, version=pinned
             )
         aggs = []
-        for ref in group:
-            a = specs[ref.feature]
+        for ref, a, window in zip(group, chosen, windows, strict=True):
             column = a["column"]
             if isinstance(column, dict):
                 column = expr_from_spec(column["expr"])
-            aggs.append(
-                (out_name(ref), column, WindowSpec(a["function"], a["window_us"], a["hop_us"]))
-            )
+            aggs.append((out_name(ref), column, window))
         spine = aggregate_spine(
             events=events,
             spine=spine,

@@ -11,9 +11,11 @@ For one feature of one logged row served at request time ``r``:
   definition that served, computed only for mismatches whose view's plan hash
   differs between the serving registry version and the current one.
 
-Outcome (served vs ``full``; floats compared exactly, NaN equals NaN, null equals
-null): ``match``, ``value_mismatch`` (both non-null), ``missing_online`` (served
-null, offline not) or ``missing_offline`` (the reverse).
+Outcome (served vs ``full``; floats equal within a relative ``1e-9``
+(:data:`FLOAT_REL_TOL`: a sum folded in another order differs in the last bits),
+everything else exactly; NaN equals NaN, null equals null): ``match``,
+``value_mismatch`` (both non-null), ``missing_online`` (served null, offline not) or
+``missing_offline`` (the reverse).
 
 Every outcome other than ``match`` gets exactly one cause, the first that holds:
 
@@ -134,7 +136,20 @@ class Columns:
         return f"__old_ok|{self.view}"
 
 
-def outcome(c: Columns) -> pl.Expr:
+FLOAT_REL_TOL = 1e-9
+
+
+def same(a: pl.Expr, b: pl.Expr, *, is_float: bool) -> pl.Expr:
+    """Equal, null with null and NaN with NaN; floats within :data:`FLOAT_REL_TOL`."""
+    exact = a.eq_missing(b)
+    if not is_float:
+        return exact
+    a, b = a.cast(pl.Float64), b.cast(pl.Float64)
+    close = (a - b).abs() <= FLOAT_REL_TOL * pl.max_horizontal(a.abs(), b.abs())
+    return exact | (a.is_nan() & b.is_nan()) | close
+
+
+def outcome(c: Columns, *, is_float: bool = False) -> pl.Expr:
     """The outcome of served vs the full recompute, as its index in :data:`OUTCOMES`
     (small integers: the counts and filters over a million rows stay cheap); null
     where the row lacks the feature."""
@@ -142,7 +157,7 @@ def outcome(c: Columns) -> pl.Expr:
     return (
         pl.when(~pl.col(c.has))
         .then(pl.lit(None, pl.UInt8))
-        .when(served.eq_missing(full))
+        .when(same(served, full, is_float=is_float).fill_null(False))
         .then(pl.lit(OUTCOMES.index(MATCH), pl.UInt8))
         .when(served.is_null())
         .then(pl.lit(OUTCOMES.index(MISSING_ONLINE), pl.UInt8))
@@ -152,19 +167,30 @@ def outcome(c: Columns) -> pl.Expr:
     )
 
 
-def cause(c: Columns, outcome_column: str, *, ttl_us: int | None, tolerance_us: int) -> pl.Expr:
+def cause(
+    c: Columns,
+    outcome_column: str,
+    *,
+    ttl_us: int | None,
+    tolerance_us: int,
+    is_float: bool = False,
+) -> pl.Expr:
     """The first cause that holds (module docstring), as its index in :data:`CAUSES`;
     null for matches and for rows without the feature."""
     served = pl.col(c.served)
     full, known = pl.col(c.full), pl.col(c.known)
     served_ts = pl.col(c.served_ts).dt.epoch("us")
     r = pl.col(T_US)
+
+    def is_served(other: pl.Expr) -> pl.Expr:
+        return same(other, served, is_float=is_float).fill_null(False)
+
     definition = pl.col(c.changed) & (
         ~pl.col(c.old_ok)
-        | (pl.col(c.old_known).eq_missing(served) & ~known.eq_missing(served))
-        | (pl.col(c.old_full).eq_missing(served) & ~full.eq_missing(served))
+        | (is_served(pl.col(c.old_known)) & ~is_served(known))
+        | (is_served(pl.col(c.old_full)) & ~is_served(full))
     )
-    late = (pl.col(c.full_created) > r) & known.eq_missing(served)
+    late = (pl.col(c.full_created) > r) & is_served(known)
     known_ts = pl.col(c.known_event)
     stale = known_ts.is_not_null() & ((pl.col(c.status) == "MISSING") | (served_ts < known_ts))
     if ttl_us is None:

@@ -35,8 +35,16 @@ def cause_column(ref: str) -> str:
     return f"__cause|{ref}"
 
 
+def _is_float(frame: pl.DataFrame, c: Columns) -> bool:
+    return frame.schema[c.served].is_float() or frame.schema[c.full].is_float()
+
+
 def add_outcomes(frame: pl.DataFrame, refs: Sequence[str]) -> pl.DataFrame:
-    return frame.with_columns(outcome(Columns.of(r)).alias(outcome_column(r)) for r in refs)
+    exprs = []
+    for r in refs:
+        c = Columns.of(r)
+        exprs.append(outcome(c, is_float=_is_float(frame, c)).alias(outcome_column(r)))
+    return frame.with_columns(exprs)
 
 
 def add_causes(
@@ -49,7 +57,13 @@ def add_causes(
     exprs = []
     for r in refs:
         c = Columns.of(r)
-        why = cause(c, outcome_column(r), ttl_us=ttls.get(c.view), tolerance_us=tolerance_us)
+        why = cause(
+            c,
+            outcome_column(r),
+            ttl_us=ttls.get(c.view),
+            tolerance_us=tolerance_us,
+            is_float=_is_float(frame, c),
+        )
         exprs.append(why.alias(cause_column(r)))
     return frame.with_columns(exprs)
 

@@ -11,18 +11,20 @@ and, besides the values, the facts the cause attribution needs:
 both in full (today's data) and as of known time (``Recomputed``).
 
 The plug point is :class:`ViewRecompute`: plain views are :class:`PlainRecompute`
-(the point-in-time join). An aggregated view gets its own implementation, added to
-:data:`RECOMPUTES`, whose ``__event_ts`` is the newest event in the window,
-``__created_ts`` the newest created time among the events counted (so late data
-shows as ``> r``) and ``__edge`` marks an event within one hop or one microsecond
-of the window's edges. Views no implementation supports are skipped and named in
-the report.
+(the point-in-time join), aggregated views
+:class:`~featurestore.audit.recompute_aggregates.AggregateRecompute`, whose
+``__event_ts`` is the newest event in the window, ``__created_ts`` the newest
+created time among the events counted (so late data shows as ``> r``) and
+``__edge`` marks an event within one hop or one microsecond of the window's edges.
+:data:`RECOMPUTES` lists the implementations in the order :func:`recompute_for`
+tries them. Views no implementation supports are skipped and named in the report.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Protocol
 
@@ -127,27 +129,59 @@ class PlainRecompute:
         return _both(view, spine, rows, features)
 
 
-# Aggregated views add their implementation here (see the module docstring).
-RECOMPUTES: list[ViewRecompute] = [PlainRecompute()]
+@cache
+def _recomputes() -> list[ViewRecompute]:
+    # Built on first use: the aggregate implementation imports this module's names.
+    from featurestore.audit.recompute_aggregates import AggregateRecompute
+
+    return [PlainRecompute(), AggregateRecompute()]
+
+
+def __getattr__(name: str) -> list[ViewRecompute]:
+    # ``RECOMPUTES``: every implementation, in the order recompute_for tries them (one
+    # list, built on first access; append to it to plug in another kind of view).
+    if name == "RECOMPUTES":
+        return _recomputes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def recompute_for(view: FeatureViewPlan) -> ViewRecompute | None:
-    return next((r for r in RECOMPUTES if r.supports(view)), None)
+    return next((r for r in _recomputes() if r.supports(view)), None)
+
+
+Answer = Callable[[pl.DataFrame, bool], pl.DataFrame]
+
+
+def both_answers(
+    spine: pl.DataFrame,
+    answer: Answer,
+    *,
+    late: Callable[[pl.DataFrame], pl.Series] | None = None,
+) -> Recomputed:
+    """``answer(rows, as_of_known_time)`` for every spine row, in full and as of known
+    time. The latter differs only where the full answer used a row created after its
+    known-time cut-off: ``late(full)`` says where (default: ``__created_ts > r``), and
+    only those rows are computed again."""
+    full = answer(spine, False)
+    if late is None:
+        mask = full[OUT_CREATED] > spine[SPINE_TIME].dt.epoch("us")
+    else:
+        mask = late(full)
+    rows = np.flatnonzero(mask.fill_null(False).to_numpy())
+    if not rows.size:
+        return Recomputed(full, full)
+    part = answer(spine[rows], True)
+    known = full.with_columns(full[c].scatter(rows, part[c]) for c in full.columns)
+    return Recomputed(full, known)
 
 
 def _both(
     view: FeatureViewPlan, spine: pl.DataFrame, rows: pl.DataFrame, features: Sequence[str]
 ) -> Recomputed:
-    """The full answer for every row; the as-of-known-time answer differs only where the
-    full answer's row was created after ``r``, so only those rows are joined again."""
-    full = _join(view, spine, rows, features, as_of_known_time=False)
-    t = spine[SPINE_TIME].dt.epoch("us")
-    late = np.flatnonzero((full[OUT_CREATED] > t).fill_null(False).to_numpy())
-    if not late.size:
-        return Recomputed(full, full)
-    part = _join(view, spine[late], rows, features, as_of_known_time=True)
-    known = full.with_columns(full[c].scatter(late, part[c]) for c in full.columns)
-    return Recomputed(full, known)
+    """The point-in-time join, in full and as of known time."""
+    return both_answers(
+        spine, lambda part, known: _join(view, part, rows, features, as_of_known_time=known)
+    )
 
 
 def empty_result(view: FeatureViewPlan, height: int, features: Sequence[str]) -> pl.DataFrame:

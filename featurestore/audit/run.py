@@ -236,7 +236,7 @@ class _Audit:
         recompute = recompute_for(view) if view is not None else None
         problem = None
         if view is not None and recompute is None:
-            problem = "no offline recompute for aggregated views yet"
+            problem = "no offline recompute supports this view"
         elif any(k not in self.frame.columns for k in described.join_keys):
             problem = f"the log lacks some of the join keys {list(described.join_keys)}"
         if problem is not None:

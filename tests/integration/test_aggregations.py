@@ -155,6 +155,26 @@ def test_training_aggregates_match_brute_force(store):
     assert ds.lineage.table_versions == {"driver_trips": 0}
 
 
+def test_a_hopped_window_alone_reads_every_event_it_needs(store):
+    """Only the hopped feature, and every spine row half an hour past a hop edge: the
+    window is (edge - 1d, edge], which starts before ``earliest request - 1d``."""
+    at = T0 + timedelta(days=2, minutes=30)
+    spine = pl.DataFrame(
+        {"driver_id": list(range(1, 30)), "event_timestamp": [at] * 29}
+    ).with_columns(pl.col("event_timestamp").dt.cast_time_unit("us"))
+    ds = store.get_training_dataset(spine, features=["driver_trips:fare_per_km_mean_1d"])
+    ev = pl.read_parquet(store.repo / "data" / "trips.parquet")
+    edge_us = int((at - timedelta(minutes=30)).timestamp() * 1_000_000)
+    early = ev.filter(
+        pl.col("ts").dt.epoch("us").is_between(edge_us - 24 * H + 1, edge_us - 23 * H - H // 2)
+    )
+    assert early.height > 0  # events the read must not cut off
+    want = _brute(ev, spine)["fare_per_km_mean_1d"]
+    got = ds.frame["fare_per_km_mean_1d"].to_list()
+    bad = [(i, g, e) for i, (g, e) in enumerate(zip(got, want, strict=True)) if not _close(g, e)]
+    assert not bad, bad[:5]
+
+
 def _view(store):
     return store.index().view("driver_trips")
 

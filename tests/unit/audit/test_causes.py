@@ -214,3 +214,37 @@ rows = st.fixed_dictionaries(
 @given(st.lists(rows, min_size=1, max_size=40))
 def test_vectorised_rules_match_the_plain_reading(batch):
     assert judge(batch) == [reference(r) for r in batch]
+
+
+def _float_outcomes(served: list[float | None], full: list[float | None]) -> list[str]:
+    frame = pl.DataFrame(
+        {**{k: [v] * len(served) for k, v in DEFAULTS.items()}, C.served: served, C.full: full},
+        schema=SCHEMA,
+    )
+    codes = frame.select(outcome(C, is_float=True)).to_series().to_list()
+    return [OUTCOMES[o] for o in codes]
+
+
+def test_floats_match_within_a_relative_1e9_and_not_beyond():
+    # a sum folded in another order: 0.1 + 0.2 + 0.3 vs 0.3 + 0.2 + 0.1
+    a, b = 0.1 + 0.2 + 0.3, 0.3 + 0.2 + 0.1
+    assert a != b
+    nan = float("nan")
+    got = _float_outcomes(
+        [a, 1e12, 1.0, nan, nan, None, 0.0, float("inf")],
+        [b, 1e12 + 1.0, 1.0 + 2e-9, nan, 1.0, None, 0.0, float("inf")],
+    )
+    assert got == [
+        "match",  # last-bit difference
+        "match",  # 1e-12 relative
+        "value_mismatch",  # 2e-9 relative
+        "match",  # NaN is NaN
+        "value_mismatch",
+        "match",
+        "match",
+        "match",
+    ]
+    # exact comparison (the default, and every non-float dtype) keeps last bits apart
+    frame = pl.DataFrame({**{k: [v] for k, v in DEFAULTS.items()}, C.served: [a], C.full: [b]},
+                         schema=SCHEMA)  # fmt: skip
+    assert OUTCOMES[frame.select(outcome(C)).item()] == "value_mismatch"

@@ -26,7 +26,9 @@ from featurestore.audit import (
     render_terminal,
     run_audit,
 )
-from featurestore.audit.recompute import RECOMPUTES, recompute_for
+from featurestore.audit import recompute as recompute_module
+from featurestore.audit.recompute import RECOMPUTES, PlainRecompute, recompute_for
+from featurestore.audit.recompute_aggregates import AggregateRecompute
 from featurestore.errors import RequestError
 from featurestore.scaffold.sample_data import SAMPLE_END
 from tests.helpers import quickstart
@@ -81,14 +83,17 @@ def store(tmp_path_factory):
     store.close()
 
 
-def test_aggregated_views_are_skipped_through_the_recompute_hook(store):
+def test_views_no_recompute_supports_are_skipped_and_named(store, monkeypatch):
     index = store.index()
-    assert recompute_for(index.view("driver_activity")) is None
+    assert isinstance(recompute_for(index.view("driver_activity")), AggregateRecompute)
     assert recompute_for(index.view("driver_hourly_stats")) is RECOMPUTES[0]
+    # Without the aggregate implementation, the aggregated view is skipped, not failed.
+    monkeypatch.setattr(recompute_module, "_recomputes", lambda: [PlainRecompute()])
+    assert recompute_for(index.view("driver_activity")) is None
     report = run_audit(store, feature_service="both")
     by_name = {f.feature: f for f in report.features}
     skipped = by_name["driver_activity:trips_sum_1d"]
-    assert skipped.skipped == "no offline recompute for aggregated views yet"
+    assert skipped.skipped == "no offline recompute supports this view"
     assert skipped.rows == 2
     plain = by_name["driver_hourly_stats:conv_rate"]
     assert (plain.rows, plain.matched, plain.skipped) == (2, 2, None)

@@ -1,0 +1,246 @@
+"""Recompute windowed aggregations (aggregated feature views) for the skew audit.
+
+The values are what training gives (SEMANTICS "Windowed aggregations"): the batch
+engine's ``aggregate_spine`` over the view's events, in full and with
+``as_of_known_time`` (which leaves out events created after the *floored* request
+time; it is computed again only for the rows where some counted event was). The
+events read reach back to the floored earliest request time minus the window (all
+of them for a lifetime window), for the entities of the spine. The facts the cause
+attribution reads (``recompute.py``) are taken over the windows of the audited
+features, together:
+
+- ``__event_ts``: the newest event in any of those windows (a lifetime window: every
+  event up to the floored request time); null when they hold no event;
+- ``__created_ts``: the newest created time among those events, so an event that
+  arrived after ``r`` shows as ``> r``;
+- ``__edge``: an event of the entity lies within one hop (one microsecond without a
+  hop) of a window's upper edge (the floored request time) or lower edge (that
+  minus the window). Such an event moves in or out of the window when the request
+  time moves by that much, e.g. between the clocks of serving and logging.
+
+Both facts ride along as two more aggregations (``max`` of the event and created
+times over each distinct window), so the kernels compute them with the values; the
+edges are one as-of join (``nearest``) per edge. ``__edge`` is the same in both
+answers.
+
+Floats: online records add a hopped window tile by tile, the kernels in tree order,
+so a ``sum``/``mean``/``stddev`` recomputed here may differ from the served one in
+the last bits (within 1e-9 relative, SEMANTICS "Floats"), which the exact
+comparison of ``compare.py`` counts as a mismatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from featurestore._dtypes import to_polars
+from featurestore.audit.recompute import (
+    OUT_CREATED,
+    OUT_EDGE,
+    OUT_EVENT,
+    SPINE_TIME,
+    Recomputed,
+    both_answers,
+    empty_result,
+)
+from featurestore.compile.expr import expr_from_spec
+from featurestore.compile.views import FeatureViewPlan
+from featurestore.engines.aggregate.asof import Aggregation, aggregate_spine
+from featurestore.engines.aggregate.spec import WindowSpec
+from featurestore.engines.aggregate.view_records import events_start, window_specs
+from featurestore.stores.offline.delta import DeltaOfflineStore
+from featurestore.stores.offline.spec import CREATED_TS, EVENT_TS
+from featurestore.stores.view_specs import offline_spec
+
+# A window: (window_us or None for lifetime, hop_us or None).
+Window = tuple[int | None, int | None]
+
+_ROW = "__fs_row"
+_EDGE = "__fs_edge"
+_ETS = "__fs_ets"
+_LATE = "__fs_late"
+
+
+class AggregateRecompute:
+    """Aggregated views: windowed aggregations as of each request time, as training
+    computes them."""
+
+    def supports(self, view: FeatureViewPlan) -> bool:
+        return bool(view.aggregations)
+
+    def from_offline(
+        self,
+        view: FeatureViewPlan,
+        spine: pl.DataFrame,
+        *,
+        features: Sequence[str],
+        offline: DeltaOfflineStore,
+        table_version: int | None,
+    ) -> Recomputed:
+        if spine.height == 0:
+            empty = empty_result(view, 0, features)
+            return Recomputed(empty, empty)
+        if table_version is None:
+            # No table: no events, which is still an answer (count 0, the rest null).
+            return _recompute(view, spine, _no_events(view), features)
+        lo, hi = _event_range(spine, _windows(view, features))
+        events = offline.read_view(
+            offline_spec(view),
+            start_us=lo,
+            end_us=hi,
+            keys=spine.select(view.join_keys),
+            version=table_version,
+        )
+        return _recompute(view, spine, events.collect(), features)
+
+    def from_source(
+        self,
+        view: FeatureViewPlan,
+        spine: pl.DataFrame,
+        *,
+        features: Sequence[str],
+        repo: Path,
+    ) -> Recomputed:
+        # Imported here: the batch engine is only needed when a definition changed.
+        from featurestore.engines.batch import read_view_rows
+
+        if spine.height == 0:
+            empty = empty_result(view, 0, features)
+            return Recomputed(empty, empty)
+        lo, hi = _event_range(spine, _windows(view, features))
+        rows = read_view_rows(view, repo=repo, start_us=lo, end_us=hi).collect()
+        return _recompute(view, spine, rows, features)
+
+
+def _specs(view: FeatureViewPlan) -> dict[str, tuple[WindowSpec, str | pl.Expr | None]]:
+    """Per aggregation name, its window and the column (or expression) it reads."""
+    out: dict[str, tuple[WindowSpec, str | pl.Expr | None]] = {}
+    for agg, spec in zip(view.aggregations, window_specs(view), strict=True):
+        column = agg["column"]
+        out[agg["name"]] = (
+            spec,
+            expr_from_spec(column["expr"]) if isinstance(column, dict) else column,
+        )
+    return out
+
+
+def _windows(view: FeatureViewPlan, features: Sequence[str]) -> list[Window]:
+    """The distinct windows of the audited features (of every aggregation when none
+    is audited, so the facts still describe the view)."""
+    specs = _specs(view)
+    chosen = [specs[f][0] for f in features] or [s for s, _ in specs.values()]
+    return list(dict.fromkeys((s.window_us, s.hop_us) for s in chosen))
+
+
+def _event_range(spine: pl.DataFrame, windows: list[Window]) -> tuple[int | None, int]:
+    """The half-open event-time range [lo, hi) the windows and their edges reach: from
+    the first event a window at the earliest request time needs, less one hop (or
+    microsecond) of edge, to the latest request time plus one hop (or microsecond)."""
+    t = spine[SPINE_TIME].dt.epoch("us")
+    t_min, t_max = int(t.min()), int(t.max())  # type: ignore[arg-type]
+    reach = max(hop or 1 for _, hop in windows)
+    first = events_start([WindowSpec("count", w, h) for w, h in windows], end_us=t_min)
+    return (None if first is None else first - reach - 1), t_max + reach + 1
+
+
+def _no_events(view: FeatureViewPlan) -> pl.DataFrame:
+    """An empty events frame with the view's offline columns."""
+    spec = offline_spec(view)
+    utc = pl.Datetime("us", "UTC")
+    return pl.DataFrame(
+        schema={
+            **{k: to_polars(d) for k, d in zip(spec.join_keys, spec.key_dtypes, strict=True)},
+            EVENT_TS: utc,
+            CREATED_TS: utc,
+            **{c: to_polars(d) for c, d in zip(spec.features, spec.feature_dtypes, strict=True)},
+        }
+    )
+
+
+def _recompute(
+    view: FeatureViewPlan, spine: pl.DataFrame, events: pl.DataFrame, features: Sequence[str]
+) -> Recomputed:
+    keys = list(view.join_keys)
+    specs = _specs(view)
+    dtypes = dict(zip(view.features, view.feature_dtypes, strict=True))
+    windows = _windows(view, features)
+    # Output names of our own: they cannot clash with the spine's columns.
+    values: list[Aggregation] = [
+        (f"__fs_f{i}", specs[f][1], specs[f][0]) for i, f in enumerate(features)
+    ]
+    facts: list[Aggregation] = []
+    for j, (window, hop) in enumerate(windows):
+        facts.append((f"__fs_ev{j}", EVENT_TS, WindowSpec("max", window, hop)))
+        facts.append((f"__fs_cr{j}", CREATED_TS, WindowSpec("max", window, hop)))
+
+    t = pl.col(SPINE_TIME).dt.epoch("us")
+    # An event created after its window's known-time cut-off (the floored request
+    # time) makes the as-of-known-time answer differ from the full one.
+    late = pl.any_horizontal(
+        pl.col(f"__fs_cr{j}").dt.epoch("us") > (t if hop is None else t // hop * hop)
+        for j, (_, hop) in enumerate(windows)
+    )
+
+    def answer(part: pl.DataFrame, as_of_known_time: bool) -> pl.DataFrame:
+        out = aggregate_spine(
+            events=events,
+            spine=part.select(*keys, SPINE_TIME),
+            keys=keys,
+            aggregations=[*values, *facts],
+            spine_ts=SPINE_TIME,
+            as_of_known_time=as_of_known_time,
+            obj=f"feature view {view.name!r}",
+        )
+        return out.select(
+            *[
+                pl.col(name).cast(to_polars(dtypes[f])).alias(f)
+                for (name, _, _), f in zip(values, features, strict=True)
+            ],
+            pl.max_horizontal(f"__fs_ev{j}" for j in range(len(windows)))
+            .dt.epoch("us")
+            .alias(OUT_EVENT),
+            pl.max_horizontal(f"__fs_cr{j}" for j in range(len(windows)))
+            .dt.epoch("us")
+            .alias(OUT_CREATED),
+            late.alias(_LATE),
+        )
+
+    both = both_answers(spine, answer, late=lambda full: full[_LATE])
+    edge = _edges(keys, spine, events, windows)
+    return Recomputed(
+        both.full.drop(_LATE).with_columns(edge), both.known.drop(_LATE).with_columns(edge)
+    )
+
+
+def _edges(
+    keys: list[str], spine: pl.DataFrame, events: pl.DataFrame, windows: list[Window]
+) -> pl.Series:
+    """Per spine row: an event of its entity lies within one hop (one microsecond
+    without a hop) of the upper or lower edge of one of ``windows``."""
+    n = spine.height
+    flags = np.zeros(n, dtype=bool)
+    ev = events.select(*keys, pl.col(EVENT_TS).dt.epoch("us").alias(_ETS)).drop_nulls().sort(_ETS)
+    if ev.height and n:
+        base = spine.select(*keys, pl.col(SPINE_TIME).dt.epoch("us").alias(_EDGE)).with_row_index(
+            _ROW
+        )
+        for window, hop in windows:
+            tolerance = hop or 1
+            upper = pl.col(_EDGE) if hop is None else pl.col(_EDGE) // hop * hop
+            for edge in [upper] if window is None else [upper, upper - window]:
+                left = base.with_columns(edge.alias(_EDGE)).sort(_EDGE)
+                near = left.join_asof(
+                    ev,
+                    left_on=_EDGE,
+                    right_on=_ETS,
+                    by=keys,
+                    strategy="nearest",
+                    tolerance=tolerance,
+                    check_sortedness=False,  # both sorted just above
+                )
+                flags[near.filter(pl.col(_ETS).is_not_null())[_ROW].to_numpy()] = True
+    return pl.Series(OUT_EDGE, flags)
