@@ -25,8 +25,8 @@ answers.
 
 Floats: online records add a hopped window tile by tile, the kernels in tree order,
 so a ``sum``/``mean``/``stddev`` recomputed here may differ from the served one in
-the last bits (within 1e-9 relative, SEMANTICS "Floats"), which the exact
-comparison of ``compare.py`` counts as a mismatch.
+the last bits (within 1e-9 relative, SEMANTICS "Floats"); ``causes.py`` compares
+floats within that tolerance.
 """
 
 from __future__ import annotations

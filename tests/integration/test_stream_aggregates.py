@@ -46,7 +46,7 @@ from featurestore.stores.offline import DeltaOfflineStore
 from featurestore.stores.online import open_online_store
 from featurestore.stores.online.base import OnlineStore
 from tests.integration.test_stream_faults import run as run_sqlite
-from tests.integration.test_stream_faults import start_child
+from tests.integration.test_stream_faults import start_child, wait_until
 from tests.integration.test_stream_worker import (
     NOW_MS,
     SCHEMA,
@@ -417,7 +417,7 @@ def test_a_worker_killed_mid_stream_resumes_to_the_values_of_an_uninterrupted_ru
     victim.mkdir()
     # The child (test_stream_faults.py as a script) runs with small batches and a
     # checkpoint every 0.1 s, into victim/online.db and victim/offline.
-    child = start_child(view, victim, kafka_broker.bootstrap, "g-victim", mode="kill")
+    child = start_child(view, victim, kafka_broker.bootstrap, "g-agg-victim", mode="kill")
     offline = DeltaOfflineStore(str(victim / "offline"))
     wait_for_versions(child, offline, 4)
     child.send_signal(signal.SIGKILL)
@@ -426,10 +426,10 @@ def test_a_worker_killed_mid_stream_resumes_to_the_values_of_an_uninterrupted_ru
     assert 0 < partial < len(log)
 
     metrics = StreamMetrics()
-    resumed = run_sqlite(view, victim, kafka_broker.bootstrap, "g-victim", metrics=metrics)
+    resumed = run_sqlite(view, victim, kafka_broker.bootstrap, "g-agg-victim", metrics=metrics)
     assert 0 < resumed.records < len(log)  # from the last commit, not from zero
     assert metrics.aggregate_conflicts.total() == 0
-    run_sqlite(view, ref, kafka_broker.bootstrap, "g-ref")
+    run_sqlite(view, ref, kafka_broker.bootstrap, "g-agg-ref")
 
     want = stream_values(index, f"sqlite:///{ref / 'online.db'}", times)
     got = stream_values(index, f"sqlite:///{victim / 'online.db'}", times)
@@ -470,7 +470,7 @@ def test_a_worker_joining_mid_stream_loses_and_double_counts_nothing(
                 view,
                 shared,
                 kafka_broker.bootstrap,
-                "g-shared",
+                "g-agg-shared",
                 online_url=redis_url,
                 metrics=metrics[name],
                 stream_settings=settings(batch_size=150, flush_interval_s=0.3),
@@ -481,7 +481,11 @@ def test_a_worker_joining_mid_stream_loses_and_double_counts_nothing(
             errors.append(exc)
 
     def producer() -> None:
-        for start in range(0, len(log), 250):  # about 2.5 s of steady traffic
+        # About 2.5 s of steady traffic; the last two thirds only once b owns
+        # partitions, so both workers see records after the rebalance.
+        for start in range(0, len(log), 250):
+            if start >= len(log) // 3:
+                wait_until(lambda: metrics["b"].rebalances.value(kind="assign") >= 1)
             produce(kafka_broker.bootstrap, topic, log[start : start + 250])
             time.sleep(0.15)
 
@@ -490,10 +494,8 @@ def test_a_worker_joining_mid_stream_loses_and_double_counts_nothing(
     feed = threading.Thread(target=producer)
     a.start()
     feed.start()
-    deadline = time.monotonic() + 30
-    while metrics["a"].records.total() < 500 and time.monotonic() < deadline:
-        time.sleep(0.02)  # b joins once a owns every partition and is mid-stream
-    assert metrics["a"].records.total() >= 500, "worker a consumed nothing"
+    # b joins once a owns every partition and is mid-stream
+    wait_until(lambda: metrics["a"].records.total() >= 500, what="worker a consuming")
     b.start()
     for t in (feed, a, b):
         t.join(timeout=60)
@@ -542,7 +544,7 @@ def test_watermark_handover_from_backfill_and_materialize_equals_a_pure_batch_ru
         online.close()
     assert before.written == before.entities == KEYS
     report = stream(
-        view, root, kafka_broker.bootstrap, "g-handover", online_url=url, watermark_us=mark_us
+        view, root, kafka_broker.bootstrap, "g-agg-handover", online_url=url, watermark_us=mark_us
     )
     early = int((events < mark_us).sum())
     assert report.before_watermark == early

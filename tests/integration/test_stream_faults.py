@@ -189,7 +189,11 @@ def test_a_worker_joining_mid_stream_takes_over_partitions_without_loss_or_repea
         )
 
     def producer() -> None:
-        for start in range(0, len(log), 300):  # about 2.5 s of steady traffic
+        # About 2.5 s of steady traffic; the last two thirds only once b owns
+        # partitions, so both workers see records after the rebalance.
+        for start in range(0, len(log), 300):
+            if start >= len(log) // 3:
+                wait_until(lambda: metrics["b"].rebalances.value(kind="assign") >= 1)
             produce(kafka_broker.bootstrap, topic, log[start : start + 300])
             time.sleep(0.15)
 
@@ -198,7 +202,8 @@ def test_a_worker_joining_mid_stream_takes_over_partitions_without_loss_or_repea
     feed = threading.Thread(target=producer)
     a.start()
     feed.start()
-    time.sleep(1.2)
+    # b joins once a owns every partition and is mid-stream
+    wait_until(lambda: metrics["a"].records.total() >= 600, what="worker a consuming")
     b.start()
     while feed.is_alive():
         lags += [v for _, v in metrics["a"].lag.items()]
@@ -214,6 +219,14 @@ def test_a_worker_joining_mid_stream_takes_over_partitions_without_loss_or_repea
     got_offline, got_online = state(view, tmp_path)
     assert_frame_equal(got_offline, expected_rows(view, log))
     assert_frame_equal(got_online, expected_online(view, log), check_column_order=False)
+
+
+def wait_until(holds: Any, *, timeout_s: float = 30.0, what: str = "the condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not holds():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout_s:.0f} s")
+        time.sleep(0.02)
 
 
 def start_child(view: FeatureViewPlan, root: Path, bootstrap: str, group: str, *, mode: str) -> Any:
