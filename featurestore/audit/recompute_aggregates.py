@@ -25,7 +25,7 @@ answers.
 
 Floats: online records add a hopped window tile by tile, the kernels in tree order,
 so a ``sum``/``mean``/``stddev`` recomputed here may differ from the served one in
-the last bits (within 1e-9 relative, SEMANTICS "Floats"); ``causes.py`` compares
+the last bits (within 1e-9 relative, SEMANTICS "Windowed aggregations"); ``causes.py`` compares
 floats within that tolerance.
 """
 
