@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from featurestore._dtypes import to_polars
 from featurestore._time import utc_column
 from featurestore.api.on_demand import compile_on_demand, run_on_demand
 from featurestore.compile.expr import expr_from_spec
@@ -142,6 +141,11 @@ def _pin_view(
     return pinned
 
 
+def _no_rows(view: FeatureViewPlan, spine: pl.DataFrame) -> pl.DataFrame:
+    """The rows of a view without a table yet: none, its keys typed as the spine's."""
+    return offline_spec(view).empty_rows().cast({k: spine.schema[k] for k in view.join_keys})
+
+
 def _view_frames(
     index: PlanIndex,
     columns: list[tuple[FeatureRef, str]],
@@ -182,18 +186,16 @@ def _view_frames(
         outs = tuple(feat_outs.values())
         outputs.extend(outs)
         if pinned is None:
-            rows = pl.DataFrame(
-                schema={
-                    **{k: spine.schema[k] for k in view.join_keys},
-                    "event_ts": pl.Datetime("us", "UTC"),
-                    "created_ts": pl.Datetime("us", "UTC"),
-                    **{
-                        f: to_polars(d)
-                        for f, d in zip(view.features, view.feature_dtypes, strict=True)
-                        if f in feat_outs
-                    },
-                }
-            ).lazy()
+            rows = (
+                _no_rows(view, spine)
+                .select(
+                    *view.join_keys,
+                    "event_ts",
+                    "created_ts",
+                    *[f for f in view.features if f in feat_outs],
+                )
+                .lazy()
+            )
         else:
             start = None if lo is None or view.ttl_us is None else lo - view.ttl_us
             end = None if hi is None else hi + 1
@@ -266,22 +268,14 @@ def _add_aggregates(
         windows = [WindowSpec(a["function"], a["window_us"], a["hop_us"]) for a in chosen]
         # The first event any row's window holds (hops floor the request time first).
         start = None if lo is None else events_start(windows, end_us=lo)
-        spec = offline_spec(view)
         if pinned is None:
-            events: pl.LazyFrame = pl.DataFrame(
-                schema={
-                    **{k: spine.schema[k] for k in view.join_keys},
-                    "event_ts": pl.Datetime("us", "UTC"),
-                    "created_ts": pl.Datetime("us", "UTC"),
-                    **{
-                        c: to_polars(d)
-                        for c, d in zip(spec.features, spec.feature_dtypes, strict=True)
-                    },
-                }
-            ).lazy()
+            events = _no_rows(view, spine).lazy()
         else:
             events = offline.read_view(
-                spec, start_us=start, end_us=None if hi is None else hi + 1, version=pinned
+                offline_spec(view),
+                start_us=start,
+                end_us=None if hi is None else hi + 1,
+                version=pinned,
             )
         aggs = []
         for ref, a, window in zip(group, chosen, windows, strict=True):

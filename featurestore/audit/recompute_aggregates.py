@@ -25,8 +25,8 @@ answers.
 
 Floats: online records add a hopped window tile by tile, the kernels in tree order,
 so a ``sum``/``mean``/``stddev`` recomputed here may differ from the served one in
-the last bits (within 1e-9 relative, SEMANTICS "Windowed aggregations"); ``causes.py`` compares
-floats within that tolerance.
+the last bits (within 1e-9 relative, SEMANTICS "Windowed aggregations");
+``causes.py`` compares floats within that tolerance.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class AggregateRecompute:
             return Recomputed(empty, empty)
         if table_version is None:
             # No table: no events, which is still an answer (count 0, the rest null).
-            return _recompute(view, spine, _no_events(view), features)
+            return _recompute(view, spine, offline_spec(view).empty_rows(), features)
         lo, hi = _event_range(spine, _windows(view, features))
         events = offline.read_view(
             offline_spec(view),
@@ -145,20 +145,6 @@ def _event_range(spine: pl.DataFrame, windows: list[Window]) -> tuple[int | None
     reach = max(hop or 1 for _, hop in windows)
     first = events_start([WindowSpec("count", w, h) for w, h in windows], end_us=t_min)
     return (None if first is None else first - reach - 1), t_max + reach + 1
-
-
-def _no_events(view: FeatureViewPlan) -> pl.DataFrame:
-    """An empty events frame with the view's offline columns."""
-    spec = offline_spec(view)
-    utc = pl.Datetime("us", "UTC")
-    return pl.DataFrame(
-        schema={
-            **{k: to_polars(d) for k, d in zip(spec.join_keys, spec.key_dtypes, strict=True)},
-            EVENT_TS: utc,
-            CREATED_TS: utc,
-            **{c: to_polars(d) for c, d in zip(spec.features, spec.feature_dtypes, strict=True)},
-        }
-    )
 
 
 def _recompute(

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from featurestore._dtypes import normalize_dtype
 from featurestore.errors import DefinitionError
+
+if TYPE_CHECKING:
+    import polars as pl
 
 EVENT_TS = "event_ts"
 CREATED_TS = "created_ts"
@@ -93,6 +97,15 @@ class OfflineTableSpec:
         out[CREATED_TS] = "datetime"
         out.update(zip(self.features, self.feature_dtypes, strict=True))
         return out
+
+    def empty_rows(self) -> pl.DataFrame:
+        """No rows, the table's columns and dtypes (``event_date`` aside): what a view
+        without a table yet holds."""
+        import polars as pl
+
+        from featurestore._dtypes import to_polars
+
+        return pl.DataFrame(schema={c: to_polars(d) for c, d in self.dtypes.items()})
 
 
 @dataclass(frozen=True)
