@@ -24,7 +24,6 @@ import datetime as dt
 import math
 import random
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,7 @@ from featurestore.stores.offline import DeltaOfflineStore
 from featurestore.stores.online import open_online_store
 from featurestore.stores.online.base import OnlineStore
 from tests.integration.test_stream_faults import run as run_sqlite
-from tests.integration.test_stream_faults import start_child, wait_until
+from tests.integration.test_stream_faults import second_worker_joins, start_child
 from tests.integration.test_stream_worker import (
     NOW_MS,
     SCHEMA,
@@ -480,25 +479,7 @@ def test_a_worker_joining_mid_stream_loses_and_double_counts_nothing(
         except BaseException as exc:  # surfaced below, not lost in the thread
             errors.append(exc)
 
-    def producer() -> None:
-        # About 2.5 s of steady traffic; the last two thirds only once b owns
-        # partitions, so both workers see records after the rebalance.
-        for start in range(0, len(log), 250):
-            if start >= len(log) // 3:
-                wait_until(lambda: metrics["b"].rebalances.value(kind="assign") >= 1)
-            produce(kafka_broker.bootstrap, topic, log[start : start + 250])
-            time.sleep(0.15)
-
-    a = threading.Thread(target=worker, args=("a",))
-    b = threading.Thread(target=worker, args=("b",))
-    feed = threading.Thread(target=producer)
-    a.start()
-    feed.start()
-    # b joins once a owns every partition and is mid-stream
-    wait_until(lambda: metrics["a"].records.total() >= 500, what="worker a consuming")
-    b.start()
-    for t in (feed, a, b):
-        t.join(timeout=60)
+    second_worker_joins(kafka_broker.bootstrap, topic, log, worker, metrics, chunk=250, first=500)
     assert not errors, errors
     assert set(reports) == {"a", "b"}
     assert metrics["a"].rebalances.value(kind="revoke") >= 1

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -188,28 +189,19 @@ def test_a_worker_joining_mid_stream_takes_over_partitions_without_loss_or_repea
             idle_timeout_s=3,
         )
 
-    def producer() -> None:
-        # About 2.5 s of steady traffic; the last two thirds only once b owns
-        # partitions, so both workers see records after the rebalance.
-        for start in range(0, len(log), 300):
-            if start >= len(log) // 3:
-                wait_until(lambda: metrics["b"].rebalances.value(kind="assign") >= 1)
-            produce(kafka_broker.bootstrap, topic, log[start : start + 300])
-            time.sleep(0.15)
+    def sample_lag() -> None:
+        lags.extend(v for _, v in metrics["a"].lag.items())
 
-    a = threading.Thread(target=worker, args=("a",))
-    b = threading.Thread(target=worker, args=("b",))
-    feed = threading.Thread(target=producer)
-    a.start()
-    feed.start()
-    # b joins once a owns every partition and is mid-stream
-    wait_until(lambda: metrics["a"].records.total() >= 600, what="worker a consuming")
-    b.start()
-    while feed.is_alive():
-        lags += [v for _, v in metrics["a"].lag.items()]
-        time.sleep(0.05)
-    for t in (feed, a, b):
-        t.join(timeout=60)
+    second_worker_joins(
+        kafka_broker.bootstrap,
+        topic,
+        log,
+        worker,
+        metrics,
+        chunk=300,
+        first=600,
+        while_feeding=sample_lag,
+    )
     assert set(reports) == {"a", "b"}
     assert metrics["a"].rebalances.value(kind="revoke") >= 1
     assert reports["b"].records > 0 and reports["a"].records > 0
@@ -219,6 +211,44 @@ def test_a_worker_joining_mid_stream_takes_over_partitions_without_loss_or_repea
     got_offline, got_online = state(view, tmp_path)
     assert_frame_equal(got_offline, expected_rows(view, log))
     assert_frame_equal(got_online, expected_online(view, log), check_column_order=False)
+
+
+def second_worker_joins(
+    bootstrap: str,
+    topic: str,
+    log: list[Any],
+    worker: Callable[[str], None],
+    metrics: dict[str, StreamMetrics],
+    *,
+    chunk: int,
+    first: int,
+    while_feeding: Callable[[], None] = lambda: None,
+) -> None:
+    """``worker("a")`` starts with a feed of ``log``, ``chunk`` records every 0.15 s;
+    ``worker("b")`` joins once a consumed ``first`` records (a then owns every
+    partition and is mid-stream). The last two thirds of the log wait until b owns
+    partitions, so both workers see records after the rebalance. ``while_feeding``
+    runs every 50 ms while the feed lasts. Returns when the feed and both workers end."""
+
+    def feed() -> None:
+        for start in range(0, len(log), chunk):
+            if start >= len(log) // 3:
+                wait_until(lambda: metrics["b"].rebalances.value(kind="assign") >= 1)
+            produce(bootstrap, topic, log[start : start + chunk])
+            time.sleep(0.15)
+
+    a = threading.Thread(target=worker, args=("a",))
+    b = threading.Thread(target=worker, args=("b",))
+    feeder = threading.Thread(target=feed)
+    a.start()
+    feeder.start()
+    wait_until(lambda: metrics["a"].records.total() >= first, what="worker a consuming")
+    b.start()
+    while feeder.is_alive():
+        while_feeding()
+        time.sleep(0.05)
+    for t in (feeder, a, b):
+        t.join(timeout=60)
 
 
 def wait_until(holds: Any, *, timeout_s: float = 30.0, what: str = "the condition") -> None:
