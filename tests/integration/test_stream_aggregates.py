@@ -42,8 +42,10 @@ from featurestore.compile.views import FeatureViewPlan
 from featurestore.engines.stream import StreamMetrics, run_worker
 from featurestore.materialize import backfill_view, materialize_view
 from featurestore.stores.offline import DeltaOfflineStore
+from featurestore.stores.offline.spec import RECORD_ID
 from featurestore.stores.online import open_online_store
 from featurestore.stores.online.base import OnlineStore
+from featurestore.stores.view_specs import offline_spec
 from tests.integration.test_stream_faults import run as run_sqlite
 from tests.integration.test_stream_faults import second_worker_joins, start_child
 from tests.integration.test_stream_worker import (
@@ -548,20 +550,13 @@ def test_watermark_handover_from_backfill_and_materialize_equals_a_pure_batch_ru
         online.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: an event in two Kafka records with the same record timestamp "
-    "(a producer retry) counts twice in the stream's online record but once in Delta "
-    "(write_view drops rows tied on keys, event_ts, created_ts), so backfill + "
-    "materialize and training count it once",
-)
 def test_an_event_resent_with_the_same_record_timestamp_counts_alike_on_both_paths(
     tmp_path, kafka_broker, kafka_topics
 ):
     """Minimal: driver 0, event A in two records with equal bytes and timestamp (what
     an at-least-once producer's retry writes), then event B. docs/semantics.md: "two
-    equal events are two events and both count"; the stream counts 3 events, the
-    batch path 2."""
+    equal events are two events and both count": 3 events on every path (this was a
+    strict xfail while the offline table merged rows that tie on keys and times)."""
     topic = kafka_topics(1)
     index, view = compile_view(tmp_path, topic=topic, bootstrap=kafka_broker.bootstrap)
     t_ms = NOW_MS - 600_000
@@ -581,5 +576,11 @@ def test_an_event_resent_with_the_same_record_timestamp_counts_alike_on_both_pat
     got = stream_values(index, url, times)
     assert got[(times[0], "trips_30m")][0] == 3  # the stream: both records count
     assert_same_values(got, brute_force(log, times))
-    # fails: batch trips_30m 2 and fare_sum_1h 15.0 where the stream has 3 and 25.0
     assert_same_values(batch.values, got)
+    assert batch.values[(times[0], "trips_30m")][0] == 3
+    # The stream's offline copy keeps both records too, each with its Kafka identity.
+    streamed = DeltaOfflineStore(str(tmp_path / "stream" / "offline")).read_view(
+        offline_spec(view), columns=["driver_id", "event_ts", RECORD_ID]
+    )
+    ids = streamed.collect()[RECORD_ID].to_list()
+    assert sorted(ids) == [f"{topic}/0/{o}" for o in range(3)]

@@ -34,6 +34,7 @@ from featurestore.engines.stream.flusher import OneInFlight
 from featurestore.engines.stream.metrics import StreamMetrics
 from featurestore.errors import FeatureStoreError, StreamError
 from featurestore.stores.offline.delta import DeltaOfflineStore
+from featurestore.stores.offline.spec import RECORD_ID
 from featurestore.stores.online.base import OnlineStore, WriteBatch
 from featurestore.stores.view_specs import offline_spec, online_schema
 
@@ -158,13 +159,22 @@ class OnlineLatestSink:
         return None
 
 
+def record_ids(topic: str) -> pl.Expr:
+    """The ``RECORD_ID`` of rows decoded from ``topic``: "topic/partition/offset"."""
+    return pl.format(f"{topic}/{{}}/{{}}", pl.col(PARTITION), pl.col(OFFSET)).alias(RECORD_ID)
+
+
 class OfflineSink:
     """Buffers a view's rows and writes them to its Delta table at each checkpoint.
 
     Appending is the fast path. Rows that may already be in the table (records
     re-read after a crash between a Delta commit and the offset commit) are merged
-    on (keys, event_ts, created_ts) instead, which inserts only the missing ones:
-    the table holds each record once either way.
+    instead, which inserts only the missing ones: the table holds each record once
+    either way. A plain view's rows are matched on (keys, event_ts, created_ts); an
+    aggregated view's table is an event log, whose rows carry their Kafka record
+    (``RECORD_ID`` = "topic/partition/offset"), so a replayed record is matched while
+    two records with equal contents (a producer retry) both stay, as they both count
+    online.
     """
 
     def __init__(
@@ -200,6 +210,8 @@ class OfflineSink:
         frames, self._frames, self._rows = self._frames, [], 0
         merge = self.always_merge or any(self._replayed(t, f, replay) for t, f in frames)
         mode: Literal["append", "merge"] = "merge" if merge else "append"
+        if self.spec.event_log:
+            frames = [(t, f.with_columns(record_ids(t))) for t, f in frames]
 
         def write() -> None:
             rows = pl.concat([f for _, f in frames]).drop(META_COLUMNS)

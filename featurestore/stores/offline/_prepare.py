@@ -10,12 +10,19 @@ from featurestore._dtypes import compatible, to_polars
 from featurestore._time import utc_column
 from featurestore.errors import DataError
 from featurestore.stores.offline._schema import canonical_or_none, check_no_naive
-from featurestore.stores.offline.spec import CREATED_TS, EVENT_DATE, EVENT_TS, OfflineTableSpec
+from featurestore.stores.offline.spec import (
+    CREATED_TS,
+    EVENT_DATE,
+    EVENT_TS,
+    RECORD_ID,
+    OfflineTableSpec,
+)
 
 
 @dataclass(frozen=True)
 class Prepared:
-    frame: pl.DataFrame  # declared dtypes plus event_date, sorted by (event_date, *sort_by)
+    # table_dtypes plus event_date, sorted by (event_date, *sort_by)
+    frame: pl.DataFrame
     duplicates_dropped: int
     null_keys_dropped: int
 
@@ -23,9 +30,11 @@ class Prepared:
 def prepare_view_frame(spec: OfflineTableSpec, frame: pl.DataFrame) -> Prepared:
     """Check ``frame`` against ``spec`` and return the rows to store.
 
-    Extra columns are ignored. Rows with a null join key are dropped and counted; rows
-    that tie on (keys, event_ts, created_ts) keep the last one in source order
-    (SEMANTICS: point-in-time join) and are counted.
+    Extra columns are ignored. Rows with a null join key are dropped and counted. In a
+    plain view's table, rows that tie on (keys, event_ts, created_ts) keep the last one
+    in source order (SEMANTICS: point-in-time join) and are counted; an event-log table
+    (an aggregated view's) keeps them all, since two equal events are two events, and
+    carries ``RECORD_ID`` (null where the frame has none).
     """
     obj = f"view {spec.name!r}"
     if not isinstance(frame, pl.DataFrame):
@@ -52,7 +61,11 @@ def prepare_view_frame(spec: OfflineTableSpec, frame: pl.DataFrame) -> Prepared:
     for col, declared in value_cols.items():
         check_dtype(obj, col, declared, frame.schema[col])
         exprs.append(pl.col(col).cast(to_polars(declared)))
-    out = frame.select(exprs).select(list(spec.dtypes))
+    if spec.event_log:
+        has_ids = RECORD_ID in frame.columns
+        record = pl.col(RECORD_ID).cast(pl.String) if has_ids else pl.lit(None, pl.String)
+        exprs.append(record.alias(RECORD_ID))
+    out = frame.select(exprs).select(list(spec.table_dtypes))
 
     for ts in (EVENT_TS, CREATED_TS):
         nulls = out[ts].null_count()
@@ -82,6 +95,8 @@ def prepare_view_frame(spec: OfflineTableSpec, frame: pl.DataFrame) -> Prepared:
         if parts
         else out
     )
+    if spec.event_log:
+        return Prepared(frame=ordered, duplicates_dropped=0, null_keys_dropped=null_keys)
     tie_with_next = pl.all_horizontal(
         [pl.col(c).eq_missing(pl.col(c).shift(-1)) for c in spec.sort_by]
     )

@@ -70,6 +70,12 @@ def partition_files(table: DeltaTable) -> pl.DataFrame:
     )
 
 
+def sort_exprs(sort_by: Sequence[str], tags: dict[str, str]) -> list[pl.Expr]:
+    """Sort keys for rows in storage form. Sorting is on decoded values: a uint64 key is
+    stored as int64 bits, whose signed order differs from the key's own above 2**63."""
+    return [decode(pl.col(c), tags[c]) if c in tags else pl.col(c) for c in sort_by]
+
+
 def rewrite_sorted(
     table: DeltaTable,
     *,
@@ -85,10 +91,7 @@ def rewrite_sorted(
     if not dates:
         return True
     wanted = sorted(set(dates))
-    tags = stored_dtypes(table)
-    # Sort on decoded values: a uint64 key is stored as int64 bits, whose signed order
-    # differs from the key's own order above 2**63.
-    order = [decode(pl.col(c), tags[c]) if c in tags else pl.col(c) for c in sort_by]
+    order = sort_exprs(sort_by, stored_dtypes(table))
     rows = (
         pl.scan_delta(table)
         .filter(pl.col(EVENT_DATE).is_in(pl.lit(pl.Series(wanted, dtype=pl.Date)).implode()))

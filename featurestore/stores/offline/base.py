@@ -24,7 +24,12 @@ class OfflineStore(Protocol):
     def history(self, name: str, *, limit: int | None = None) -> list[dict[str, Any]]: ...
 
     def write_view(
-        self, spec: OfflineTableSpec, frame: pl.DataFrame, *, mode: Literal["append", "merge"]
+        self,
+        spec: OfflineTableSpec,
+        frame: pl.DataFrame,
+        *,
+        mode: Literal["append", "merge", "replace"],
+        time_range: tuple[int, int] | None = None,
     ) -> WriteReport: ...
 
     def read_view(

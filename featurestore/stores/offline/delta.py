@@ -99,23 +99,35 @@ class DeltaOfflineStore:
         spec: OfflineTableSpec,
         frame: pl.DataFrame,
         *,
-        mode: Literal["append", "merge"],
+        mode: Literal["append", "merge", "replace"],
+        time_range: tuple[int, int] | None = None,
     ) -> WriteReport:
         """Store ``frame``'s rows in the view's table.
 
-        ``append`` adds the rows; ``merge`` upserts on (join keys, event_ts, created_ts)
-        so re-running a backfill over the same rows changes nothing. See
-        :class:`WriteReport` for what is counted. Raises ``DataError`` for frames that
-        break the spec, ``OfflineStoreError`` when storage fails (``retryable`` set for
-        lost commit races that persisted through the internal retries).
+        - ``append`` adds the rows.
+        - ``merge`` inserts the rows the table does not hold yet, so writing the same
+          rows again changes nothing. A plain view's row is identified by (join keys,
+          event_ts, created_ts), and a changed value is updated in place; an
+          aggregated view's (``spec.event_log``) by its ``RECORD_ID``, which every row
+          must carry.
+        - ``replace`` makes the rows with ``start_us <= event_ts < end_us``
+          (``time_range``) exactly the frame's, in one commit: what a backfill does, so
+          re-runs, overlapping ranges and corrected sources all leave the source's
+          rows, each once, and two equal events stay two rows. Every row of the frame
+          must lie in the range.
+
+        The table is created (empty, by exactly one of any racing writers) on first
+        use. See :class:`WriteReport` for what is counted. Raises ``DataError`` for
+        frames that break the spec, ``OfflineStoreError`` when storage fails
+        (``retryable`` set for lost commit races that persisted through the retries).
         """
-        if mode not in ("append", "merge"):
+        if mode not in ("append", "merge", "replace"):
             raise OfflineStoreError(
                 "unknown write mode",
                 obj=f"view {spec.name!r}",
                 field="mode",
                 value=mode,
-                hint="Use mode='append' or mode='merge'",
+                hint="Use mode='append', 'merge' or 'replace'",
             )
         started = time.perf_counter()
         uri = self.table_uri(spec.name)
@@ -125,18 +137,21 @@ class DeltaOfflineStore:
                 frame,
                 uri=uri,
                 mode=mode,
+                time_range=time_range,
                 storage_options=self.storage_options,
                 open_table=lambda: self._open(spec.name),
                 before_create=lambda: self._check_free(spec.name),
                 retry=lambda fn: self._with_retries(spec.name, fn),
             )
+        counts = outcome.counts
         return WriteReport(
-            rows_written=outcome.inserted,
-            rows_updated=outcome.updated,
+            rows_written=counts.inserted,
+            rows_updated=counts.updated,
             duplicates_dropped=outcome.duplicates_dropped,
-            version=outcome.version,
+            version=counts.version,
             seconds=time.perf_counter() - started,
             null_keys_dropped=outcome.null_keys_dropped,
+            rows_replaced=counts.replaced,
         )
 
     def read_view(
@@ -336,8 +351,8 @@ class DeltaOfflineStore:
     def _with_retries(self, name: str, fn: Callable[[], T]) -> T:
         """Run ``fn`` again when it loses a commit race.
 
-        Appends never conflict logically and a merge is idempotent, so re-running the
-        whole step against the newer snapshot is always safe.
+        Appends never conflict logically, and merges and range replaces are idempotent,
+        so re-running the whole step against the newer snapshot is always safe.
         """
         for attempt in range(COMMIT_ATTEMPTS):
             try:

@@ -15,7 +15,10 @@ if TYPE_CHECKING:
 EVENT_TS = "event_ts"
 CREATED_TS = "created_ts"
 EVENT_DATE = "event_date"
-RESERVED = frozenset({EVENT_TS, CREATED_TS, EVENT_DATE})
+# The identity of a row that came from a Kafka record ("topic/partition/offset"), kept in
+# event-log tables so a replayed record is recognised; null for rows from a batch source.
+RECORD_ID = "_record_id"
+RESERVED = frozenset({EVENT_TS, CREATED_TS, EVENT_DATE, RECORD_ID})
 
 # Written into each view table's Delta description so a later release can tell
 # how the table was laid out (sort order, partitioning) without guessing.
@@ -33,6 +36,10 @@ class OfflineTableSpec:
     The table holds ``join_keys``, ``event_ts``, ``created_ts`` (UTC microseconds),
     ``features`` and the partition column ``event_date`` (the UTC date of ``event_ts``).
     Dtypes are canonical names from :mod:`featurestore._dtypes`.
+
+    ``event_log`` marks the table of an aggregated view (SEMANTICS: events are a log):
+    it keeps every source row, ties on (keys, event_ts, created_ts) included, plus the
+    ``RECORD_ID`` column; a plain view's table keeps one row per tie (the last).
     """
 
     name: str
@@ -40,6 +47,7 @@ class OfflineTableSpec:
     key_dtypes: tuple[str, ...]
     features: tuple[str, ...]
     feature_dtypes: tuple[str, ...]
+    event_log: bool = False
 
     def __post_init__(self) -> None:
         obj = f"view {self.name!r}"
@@ -98,6 +106,12 @@ class OfflineTableSpec:
         out.update(zip(self.features, self.feature_dtypes, strict=True))
         return out
 
+    @property
+    def table_dtypes(self) -> dict[str, str]:
+        """Every stored column except ``event_date``: ``dtypes`` plus, in an event-log
+        table, ``RECORD_ID``."""
+        return {**self.dtypes, RECORD_ID: "string"} if self.event_log else self.dtypes
+
     def empty_rows(self) -> pl.DataFrame:
         """No rows, the table's columns and dtypes (``event_date`` aside): what a view
         without a table yet holds."""
@@ -113,11 +127,12 @@ class WriteReport:
     """What one write did.
 
     ``rows_written`` counts new rows; ``rows_updated`` counts existing rows whose values
-    a merge replaced (a merge that finds identical values updates nothing).
+    a merge replaced (a merge that finds identical values updates nothing);
+    ``rows_replaced`` counts the rows a range replace removed (and wrote anew or not).
     ``duplicates_dropped`` counts rows that tied with a later row of the same batch on
-    (join keys, event_ts, created_ts); ``null_keys_dropped`` counts rows with a null join
-    key, which no lookup or join can ever match. ``version`` is the table version after
-    the write (unchanged when nothing changed).
+    (join keys, event_ts, created_ts), in plain views only; ``null_keys_dropped`` counts
+    rows with a null join key, which no lookup or join can ever match. ``version`` is
+    the table version after the write (unchanged when nothing changed).
     """
 
     rows_written: int
@@ -126,3 +141,4 @@ class WriteReport:
     version: int
     seconds: float
     null_keys_dropped: int = 0
+    rows_replaced: int = 0

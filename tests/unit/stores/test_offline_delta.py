@@ -120,13 +120,14 @@ def test_every_dtype_round_trips_through_a_view_table(store: DeltaOfflineStore) 
         }
     )
     report = store.write_view(spec, frame, mode="append")
-    assert (report.rows_written, report.duplicates_dropped, report.version) == (3, 0, 0)
+    # Version 0 is the empty table the first writer creates; version 1 holds the rows.
+    assert (report.rows_written, report.duplicates_dropped, report.version) == (3, 0, 1)
     back = store.read_view(spec).collect()
     assert back.columns == list(spec.dtypes)
     assert_frame_equal(sort_view(back, spec), sort_view(frame, spec))
     # Merging the same rows back finds every value identical (NaN, -0.0, nulls, lists).
     again = store.write_view(spec, frame, mode="merge")
-    assert (again.rows_written, again.rows_updated, again.version) == (0, 0, 0)
+    assert (again.rows_written, again.rows_updated, again.version) == (0, 0, 1)
     # A real update rewrites (and re-sorts) the files: dtypes still round-trip.
     changed = frame.with_columns(pl.col("u64").reverse(), pl.col("lu64").reverse())
     update = store.write_view(spec, changed, mode="merge")
@@ -301,12 +302,13 @@ def test_version_pinning_reads_older_versions(store: DeltaOfflineStore) -> None:
     batches = [rows(100, days=2, seed=s) for s in (0, 1, 2)]
     for b in batches:
         store.write_view(spec, b, mode="append")
-    assert store.version(spec.name) == 2
-    for v in range(3):
+    assert store.version(spec.name) == 3  # version 0: the table created empty
+    assert store.read_view(spec, version=0).collect().height == 0
+    for v in range(1, 4):
         got = store.read_view(spec, version=v).collect()
-        assert_frame_equal(sort_view(got, spec), sort_view(pl.concat(batches[: v + 1]), spec))
-    with pytest.raises(OfflineStoreError, match=r"has no version 3.*Versions run from 0 to 2"):
-        store.read_view(spec, version=3)
+        assert_frame_equal(sort_view(got, spec), sort_view(pl.concat(batches[:v]), spec))
+    with pytest.raises(OfflineStoreError, match=r"has no version 4.*Versions run from 0 to 3"):
+        store.read_view(spec, version=4)
 
 
 def test_read_pins_the_version_current_at_call_time(store: DeltaOfflineStore) -> None:
@@ -560,7 +562,7 @@ def test_commit_conflicts_are_retried_then_reported_retryable(
     monkeypatch.setattr(_views, "write_deltalake", flaky)
     monkeypatch.setattr(delta.time, "sleep", lambda _s: None)
     report = store.write_view(spec, rows(5, seed=1), mode="append")
-    assert calls == 3 and report.rows_written == 5 and report.version == 1
+    assert calls == 3 and report.rows_written == 5 and report.version == 2
 
     def always(*args, **kwargs):
         raise CommitFailedError("simulated concurrent commit")
@@ -569,7 +571,7 @@ def test_commit_conflicts_are_retried_then_reported_retryable(
     with pytest.raises(OfflineStoreError, match="lost 6 commit races") as info:
         store.write_view(spec, rows(5, seed=2), mode="append")
     assert info.value.retryable and info.value.to_dict()["retryable"] is True
-    assert store.version(spec.name) == 1
+    assert store.version(spec.name) == 2
 
 
 def test_tables_cannot_nest(store: DeltaOfflineStore) -> None:
