@@ -5,7 +5,7 @@ Every field has a sensible embedded default, so a repo with just
 directory and an embedded SQLite online store, all under ``.featurestore/``.
 Environment variables override the file: ``FEATURESTORE_REGISTRY_URL``,
 ``FEATURESTORE_OFFLINE_ROOT``, ``FEATURESTORE_ONLINE_URL``,
-``FEATURESTORE_API_KEYS`` (comma-separated).
+``FEATURESTORE_ONLINE_RETENTION``, ``FEATURESTORE_API_KEYS`` (comma-separated).
 
 ::
 
@@ -21,6 +21,10 @@ Environment variables override the file: ``FEATURESTORE_REGISTRY_URL``,
 
     [online_store]
     url = "redis://redis:6379/0"                         # default: sqlite:///.featurestore/online.db
+    retention = "2x ttl"                                 # or "none", or a duration like "30d"
+
+    [online_store.retention_per_view]
+    driver_hourly_stats = "none"
 
     [server]
     max_entities = 1000
@@ -30,15 +34,163 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from featurestore._time import format_duration_us, parse_duration_us
 from featurestore.errors import DefinitionError
 
 CONFIG_FILE = "featurestore.toml"
 STATE_DIR = ".featurestore"
+RETENTION_ENV = "FEATURESTORE_ONLINE_RETENTION"
+
+
+# How long the online store keeps a record: the ``[online_store] retention`` setting.
+#
+# SEMANTICS ("Online"): the online store may purge a record once it is older than
+# the retention, and a lookup then reads MISSING. A setting is one of
+#
+# - ``"2x ttl"``, the default: 2 x the TTL for a plain view (never, without a TTL);
+#   for an aggregated view, the largest window plus its hop (the last request time
+#   at which the record still counts an event), and never when a window is a
+#   lifetime. A plain view keeps an expired value for one more TTL, so a lookup
+#   says EXPIRED rather than MISSING for that long;
+# - ``"none"``: keep every record until a newer one replaces it, so materializing
+#   historical data (a backtest, a demo on last year's data) works;
+# - a duration such as ``"30d"``, applied as given to every view it covers.
+# ``stores.view_specs.online_schema`` applies it to a view.
+
+DEFAULT = "2x ttl"
+KEEP = "none"
+GLOBAL_KEY = "[online_store] retention"
+PER_VIEW_TABLE = "online_store.retention_per_view"
+
+# (window_us, hop_us) of each aggregation of a view; None window = lifetime, None hop = none
+Windows = Sequence[tuple[int | None, int | None]]
+
+
+@dataclass(frozen=True)
+class Retention:
+    """One parsed setting: ``"2x ttl"``, ``"none"`` or a duration (``duration_us``)."""
+
+    text: str = DEFAULT
+    duration_us: int | None = None
+
+    @classmethod
+    def parse(cls, value: object) -> Retention:
+        """Read a setting; ``ValueError`` (which config turns into an error naming the
+        field and value) for anything else.
+
+        >>> Retention.parse("2 x TTL"), Retention.parse("36h").duration_us
+        (Retention(text='2x ttl', duration_us=None), 129600000000)
+        """
+        if isinstance(value, Retention):
+            return value
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text.replace(" ", "") == DEFAULT.replace(" ", ""):
+                return cls(DEFAULT)
+            if text == KEEP:
+                return cls(KEEP)
+            try:
+                us = parse_duration_us(text)
+            except ValueError:
+                pass
+            else:
+                if us > 0:
+                    return cls(text.replace(" ", ""), us)
+        raise ValueError(
+            f'online retention must be "{DEFAULT}", "{KEEP}" or a positive duration '
+            f'like "30d" or "36h"; got {value!r}'
+        )
+
+    def resolve(self, *, ttl_us: int | None, windows: Windows) -> int | None:
+        """Microseconds a view's record is kept past its ``event_ts``; None: until a
+        newer record replaces it. ``windows`` is empty for a plain view."""
+        if self.text == KEEP:
+            return None
+        if self.duration_us is not None:
+            return self.duration_us
+        if windows:
+            return _window_reach(windows)
+        return None if ttl_us is None else 2 * ttl_us
+
+    def describe(self, *, ttl_us: int | None, windows: Windows) -> str:
+        """The setting and what it gives for one view, for reports: ``2 x ttl = 2d``."""
+        if self.text == KEEP:
+            return "none: kept until replaced"
+        if self.duration_us is not None:
+            return self.text
+        if windows:
+            kept = _window_reach(windows)
+            if kept is None:
+                return "a lifetime window: never purged"
+            return f"longest window plus its hop = {format_duration_us(kept)}"
+        if ttl_us is None:
+            return "2 x ttl, and the view has no ttl: never purged"
+        return f"2 x ttl = {format_duration_us(2 * ttl_us)}"
+
+
+def _window_reach(windows: Windows) -> int | None:
+    """The largest window + hop: a record of events up to ``T`` still counts one
+    of them at a request time ``r`` while ``floor(r, hop) - window < T``, so it can
+    go at ``T + window + hop``. A lifetime window always counts: None."""
+    reach = 0
+    for window_us, hop_us in windows:
+        if window_us is None:
+            return None
+        reach = max(reach, window_us + (hop_us or 0))
+    return reach
+
+
+@dataclass(frozen=True)
+class OnlineRetention:
+    """The project's retention: a default and per-view overrides (by view name).
+
+    >>> OnlineRetention().for_view("v").resolve(ttl_us=3_600_000_000, windows=())
+    7200000000
+    """
+
+    default: Retention = field(default_factory=Retention)
+    per_view: tuple[tuple[str, Retention], ...] = ()
+
+    @classmethod
+    def of(
+        cls, default: object = DEFAULT, per_view: Mapping[str, object] | None = None
+    ) -> OnlineRetention:
+        """From setting strings.
+
+        >>> OnlineRetention.of("none", {"clicks": "7d"}).for_view("clicks").text
+        '7d'
+        """
+        views = tuple(sorted((k, Retention.parse(v)) for k, v in (per_view or {}).items()))
+        return cls(Retention.parse(default), views)
+
+    def for_view(self, view: str) -> Retention:
+        return dict(self.per_view).get(view, self.default)
+
+    def key_for(self, view: str) -> str:
+        """Where the setting of ``view`` is written in featurestore.toml."""
+        if view in dict(self.per_view):
+            return f"[{PER_VIEW_TABLE}] {view}"
+        return GLOBAL_KEY
+
+    def check_views(self, views: Collection[str]) -> None:
+        """Raise ``DefinitionError`` when a per-view setting names no view in ``views``
+        (a typo would otherwise silently fall back to the default)."""
+        unknown = sorted(name for name, _ in self.per_view if name not in views)
+        if unknown:
+            raise DefinitionError(
+                "names no registered feature view",
+                obj=f"[{PER_VIEW_TABLE}]",
+                field=unknown[0],
+                value=unknown,
+                hint=f"Views: {', '.join(sorted(views)) or 'none'}; fix or remove the entry",
+            )
 
 
 class _Section(BaseModel):
@@ -65,12 +217,27 @@ class OfflineStoreConfig(_Section):
     )
 
 
+# A retention setting, checked and normalised ("2 X TTL" -> "2x ttl", "30 D" -> "30d").
+RetentionText = Annotated[str, AfterValidator(lambda v: Retention.parse(v).text)]
+
+
 class OnlineStoreConfig(_Section):
     url: str | None = Field(
         default=None, description="redis://host:port/db, sqlite:///path or memory://"
     )
     timeout_seconds: float = Field(
         default=0.5, gt=0, description="Socket and connect timeout for the online store."
+    )
+    retention: RetentionText = Field(
+        default=DEFAULT,
+        description='How long a record is kept past its event time: "2x ttl" (plain views: '
+        "2 x ttl; aggregated views: the longest window plus its hop, never for a lifetime "
+        'window), "none" (until a newer record replaces it: materializing historical '
+        'data) or a duration like "30d".',
+    )
+    retention_per_view: dict[str, RetentionText] = Field(
+        default_factory=dict,
+        description="View name -> retention, overriding `retention` for that view.",
     )
 
 
@@ -137,8 +304,25 @@ class Settings:
         if online.startswith("sqlite:///") and not online.startswith("sqlite:////"):
             online = f"sqlite:///{_resolve(repo, online[len('sqlite:///') :])}"
         self.online_url = online
+        self.online_retention = _online_retention(config.online_store)
         keys = os.environ.get("FEATURESTORE_API_KEYS")
         self.api_keys = [k for k in keys.split(",") if k] if keys else list(config.server.api_keys)
+
+
+def _online_retention(online: OnlineStoreConfig) -> OnlineRetention:
+    """The configured retention, ``FEATURESTORE_ONLINE_RETENTION`` overriding the
+    file's default (not the per-view settings)."""
+    default = os.environ.get(RETENTION_ENV) or online.retention
+    try:
+        return OnlineRetention.of(default, online.retention_per_view)
+    except ValueError as exc:  # only the variable can be bad: the file was validated
+        raise DefinitionError(
+            str(exc),
+            obj=f"environment variable {RETENTION_ENV}",
+            field=GLOBAL_KEY,
+            value=default,
+            hint=f'unset it, or give "{DEFAULT}", "none" or a duration like "30d"',
+        ) from None
 
 
 def _resolve(repo: Path, value: str | None) -> str | None:

@@ -189,8 +189,11 @@ class FeatureStore:
         then move its watermark (kept in the registry) forward to ``end_us``."""
         from featurestore.materialize import materialize_view
 
+        index = self.index()
+        retention = self.settings.online_retention
+        retention.check_views(list(index.views))
         reports = []
-        for view in self._views(views, self.index()):
+        for view in self._views(views, index):
             if not view.online:
                 continue
             name = f"materialize:{view.name}"
@@ -204,6 +207,7 @@ class FeatureStore:
                     start_us=start_of(mark),
                     end_us=end_us,
                     progress=progress,
+                    retention=retention,
                 )
             )
             self.registry.set_watermark(name, max(end_us, mark or end_us))

@@ -2,84 +2,63 @@
 
 For a spine of (join keys, request time ``r``) the recompute answers what the
 offline path gives at ``r`` (SEMANTICS "Point-in-time join", with the view's TTL),
-and, besides the values, the facts the cause attribution needs:
+with the facts the cause attribution needs (``recompute_base`` has the columns and
+the :class:`~featurestore.audit.recompute_base.ViewRecompute` protocol, the plug
+point).
 
-    __event_ts    int64 us: the chosen row's event time (null: no eligible row)
-    __created_ts  int64 us: the chosen row's created time
-    __edge        bool: the answer sits on a window or hop edge (aggregations only)
-
-both in full (today's data) and as of known time (``Recomputed``).
-
-The plug point is :class:`ViewRecompute`: plain views are :class:`PlainRecompute`
-(the point-in-time join), aggregated views
-:class:`~featurestore.audit.recompute_aggregates.AggregateRecompute`, whose
+Plain views are :class:`PlainRecompute` (the point-in-time join, below), aggregated
+views :class:`~featurestore.audit.recompute_aggregates.AggregateRecompute`, whose
 ``__event_ts`` is the newest event in the window, ``__created_ts`` the newest
 created time among the events counted (so late data shows as ``> r``) and
 ``__edge`` marks an event within one hop or one microsecond of the window's edges.
 :data:`RECOMPUTES` lists the implementations in the order :func:`recompute_for`
-tries them. Views no implementation supports are skipped and named in the report.
+tries them (append to it to plug in another kind of view). Views no implementation
+supports are skipped and named in the report.
+
+Modules, top-down: ``recompute`` (this one: the list, the plain views) imports
+``recompute_aggregates``; both import ``recompute_base``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import cache
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
 import polars as pl
 
+from featurestore.audit.recompute_aggregates import AggregateRecompute
+from featurestore.audit.recompute_base import (
+    OUT_CREATED,
+    OUT_EDGE,
+    OUT_EVENT,
+    SPINE_TIME,
+    Answer,
+    Recomputed,
+    ViewRecompute,
+    both_answers,
+    empty_result,
+)
 from featurestore.compile.views import FeatureViewPlan
 from featurestore.stores.offline.delta import DeltaOfflineStore
 from featurestore.stores.offline.spec import CREATED_TS, EVENT_TS
 from featurestore.stores.view_specs import offline_spec
 
-# The spine the audit hands over: the view's join keys and the request time.
-SPINE_TIME = "__fs_audit_t"
-OUT_EVENT = "__event_ts"
-OUT_CREATED = "__created_ts"
-OUT_EDGE = "__edge"
-
-
-@dataclass(frozen=True)
-class Recomputed:
-    """Both answers for every spine row, in spine order: ``full`` (today's data) and
-    ``known`` (as of known time: only rows created by ``r``)."""
-
-    full: pl.DataFrame
-    known: pl.DataFrame
-
-
-class ViewRecompute(Protocol):
-    """Recomputes one kind of view at the spine's request times."""
-
-    def supports(self, view: FeatureViewPlan) -> bool: ...
-
-    def from_offline(
-        self,
-        view: FeatureViewPlan,
-        spine: pl.DataFrame,
-        *,
-        features: Sequence[str],
-        offline: DeltaOfflineStore,
-        table_version: int | None,
-    ) -> Recomputed:
-        """From the view's offline table (the current definition's rows)."""
-        ...
-
-    def from_source(
-        self,
-        view: FeatureViewPlan,
-        spine: pl.DataFrame,
-        *,
-        features: Sequence[str],
-        repo: Path,
-    ) -> Recomputed:
-        """From the batch source, through ``view``'s own transforms: how an older
-        definition would answer today."""
-        ...
+# The shared names are imported from here too (the audit's run, tests, benchmarks).
+__all__ = [
+    "OUT_CREATED",
+    "OUT_EDGE",
+    "OUT_EVENT",
+    "RECOMPUTES",
+    "SPINE_TIME",
+    "AggregateRecompute",
+    "Answer",
+    "PlainRecompute",
+    "Recomputed",
+    "ViewRecompute",
+    "both_answers",
+    "empty_result",
+    "recompute_for",
+]
 
 
 class PlainRecompute:
@@ -129,50 +108,17 @@ class PlainRecompute:
         return _both(view, spine, rows, features)
 
 
-@cache
+RECOMPUTES: list[ViewRecompute] = [PlainRecompute(), AggregateRecompute()]
+
+
 def _recomputes() -> list[ViewRecompute]:
-    # Built on first use: the aggregate implementation imports this module's names.
-    from featurestore.audit.recompute_aggregates import AggregateRecompute
-
-    return [PlainRecompute(), AggregateRecompute()]
-
-
-def __getattr__(name: str) -> list[ViewRecompute]:
-    # ``RECOMPUTES``: every implementation, in the order recompute_for tries them (one
-    # list, built on first access; append to it to plug in another kind of view).
-    if name == "RECOMPUTES":
-        return _recomputes()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # The list recompute_for tries; tests replace this to drop an implementation.
+    return RECOMPUTES
 
 
 def recompute_for(view: FeatureViewPlan) -> ViewRecompute | None:
+    """The first implementation of ``RECOMPUTES`` that supports ``view``, if any."""
     return next((r for r in _recomputes() if r.supports(view)), None)
-
-
-Answer = Callable[[pl.DataFrame, bool], pl.DataFrame]
-
-
-def both_answers(
-    spine: pl.DataFrame,
-    answer: Answer,
-    *,
-    late: Callable[[pl.DataFrame], pl.Series] | None = None,
-) -> Recomputed:
-    """``answer(rows, as_of_known_time)`` for every spine row, in full and as of known
-    time. The latter differs only where the full answer used a row created after its
-    known-time cut-off: ``late(full)`` says where (default: ``__created_ts > r``), and
-    only those rows are computed again."""
-    full = answer(spine, False)
-    if late is None:
-        mask = full[OUT_CREATED] > spine[SPINE_TIME].dt.epoch("us")
-    else:
-        mask = late(full)
-    rows = np.flatnonzero(mask.fill_null(False).to_numpy())
-    if not rows.size:
-        return Recomputed(full, full)
-    part = answer(spine[rows], True)
-    known = full.with_columns(full[c].scatter(rows, part[c]) for c in full.columns)
-    return Recomputed(full, known)
 
 
 def _both(
@@ -181,21 +127,6 @@ def _both(
     """The point-in-time join, in full and as of known time."""
     return both_answers(
         spine, lambda part, known: _join(view, part, rows, features, as_of_known_time=known)
-    )
-
-
-def empty_result(view: FeatureViewPlan, height: int, features: Sequence[str]) -> pl.DataFrame:
-    """The answer when the view has no rows at all: nothing chosen, every value null."""
-    from featurestore._dtypes import to_polars
-
-    dtypes = dict(zip(view.features, view.feature_dtypes, strict=True))
-    return pl.DataFrame(
-        [pl.Series(f, [None] * height, to_polars(dtypes[f])) for f in features]
-        + [
-            pl.Series(OUT_EVENT, [None] * height, pl.Int64),
-            pl.Series(OUT_CREATED, [None] * height, pl.Int64),
-            pl.Series(OUT_EDGE, [False] * height, pl.Boolean),
-        ]
     )
 
 

@@ -6,7 +6,7 @@ engine's ``aggregate_spine`` over the view's events, in full and with
 time; it is computed again only for the rows where some counted event was). The
 events read reach back to the floored earliest request time minus the window (all
 of them for a lifetime window), for the entities of the spine. The facts the cause
-attribution reads (``recompute.py``) are taken over the windows of the audited
+attribution reads (``recompute_base.py``) are taken over the windows of the audited
 features, together:
 
 - ``__event_ts``: the newest event in any of those windows (a lifetime window: every
@@ -38,7 +38,7 @@ import numpy as np
 import polars as pl
 
 from featurestore._dtypes import to_polars
-from featurestore.audit.recompute import (
+from featurestore.audit.recompute_base import (
     OUT_CREATED,
     OUT_EDGE,
     OUT_EVENT,

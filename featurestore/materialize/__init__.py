@@ -1,11 +1,13 @@
-"""Batch engine -> offline store (backfill) -> online store (materialization)."""
+"""Batch engine -> offline store (backfill) -> online store (materialization).
+
+Modules, lowest first: ``report`` (``MaterializeReport``), ``aggregates`` (aggregated
+views), ``online`` (``materialize_view``, which hands aggregated views to
+``aggregates``), ``backfill`` (source -> Delta, on its own).
+"""
 
 from featurestore.materialize.backfill import BackfillReport, backfill_view
-from featurestore.materialize.online import (
-    MaterializeReport,
-    latest_per_entity,
-    materialize_view,
-)
+from featurestore.materialize.online import latest_per_entity, materialize_view
+from featurestore.materialize.report import MaterializeReport
 
 __all__ = [
     "BackfillReport",

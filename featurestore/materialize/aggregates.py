@@ -9,7 +9,10 @@ windows, not only the events that arrived since the last run.
 
 Records are written with ``event_ts = T`` and ``created_ts`` = the wall clock, so
 compare-and-set keeps the record of the latest ``T`` and, for the same ``T``, the
-latest run (which may have seen late events the previous run had not).
+latest run (which may have seen late events the previous run had not). They are
+kept for the view's online retention: by default the longest window plus its hop
+past ``T`` (a record older than that counts no event at any later request time),
+and forever with a lifetime window.
 
 A record the stream worker keeps (it carries Kafka offset marks) is never replaced:
 it holds events that may not have reached Delta yet, and its marks are what makes
@@ -19,7 +22,6 @@ the worker's replays exactly-once. Such entities count as skipped.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -27,14 +29,13 @@ import polars as pl
 from featurestore._progress import progress_bar
 from featurestore._time import now_us
 from featurestore.compile.views import FeatureViewPlan
+from featurestore.config import OnlineRetention
 from featurestore.engines.aggregate.records import decode
 from featurestore.engines.aggregate.view_records import build_records, events_start, window_specs
+from featurestore.materialize.report import MaterializeReport, report_for
 from featurestore.stores.offline.delta import DeltaOfflineStore
 from featurestore.stores.online.base import OnlineStore, OnlineViewSchema, ReadRequest, WriteBatch
 from featurestore.stores.view_specs import RECORD_COLUMN, offline_spec, online_schema
-
-if TYPE_CHECKING:
-    from featurestore.materialize.online import MaterializeReport
 
 
 def materialize_aggregates(
@@ -47,14 +48,14 @@ def materialize_aggregates(
     start_us: int | None = None,
     chunk_rows: int = 50_000,
     progress: bool = False,
+    retention: OnlineRetention | None = None,
 ) -> MaterializeReport:
-    """Write, per entity with events in reach of ``end_us``, its aggregate record."""
-    from featurestore.materialize.online import MaterializeReport
-
+    """Write, per entity with events in reach of ``end_us``, its aggregate record,
+    kept online for the view's ``retention`` (default: its longest window plus hop)."""
     started = time.perf_counter()
     if not offline.exists(view.name):
-        return MaterializeReport(view.name, start_us, end_us, 0, 0, 0, 0.0)
-    schema = online_schema(project, view)
+        return report_for(view, retention, start_us=start_us, end_us=end_us)
+    schema = online_schema(project, view, retention=retention)
     specs = window_specs(view)
     events = offline.read_view(
         offline_spec(view), start_us=events_start(specs, end_us=end_us), end_us=end_us + 1
@@ -89,9 +90,16 @@ def materialize_aggregates(
             written += stats.written
             skipped += stats.skipped_stale
             expired += stats.skipped_expired
-    seconds = time.perf_counter() - started
-    return MaterializeReport(
-        view.name, start_us, end_us, keys.height, written, skipped, seconds, expired
+    return report_for(
+        view,
+        retention,
+        start_us=start_us,
+        end_us=end_us,
+        entities=keys.height,
+        written=written,
+        skipped_stale=skipped,
+        skipped_expired=expired,
+        seconds=time.perf_counter() - started,
     )
 
 

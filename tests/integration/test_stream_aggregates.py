@@ -123,8 +123,10 @@ def make_log(n: int, *, seed: int, step_ms: int = 5_000) -> list[Record]:
     """``n`` Kafka records over ``KEYS`` drivers, keyed by driver, ``step_ms`` apart
     and ending ten minutes ago: event times lag their record by up to 90 s (out of
     order), 8% are 10 min to 3 h late, 2% are slightly ahead of their record, 4% sit
-    exactly on a 5-minute tile edge, 3% have no fare, and 4% are sent a second time
-    as a new record (a later record timestamp; for an equal one see the last test)."""
+    exactly on a 5-minute tile edge, 3% have no fare; 4% are sent a second time as a
+    new record with a later record timestamp, 4% with the same one (a producer retry:
+    the two rows tie on key, event_ts and created_ts, and both count), and 3% have a
+    second, different event of the same key at the same instant (a tie too)."""
     rng = random.Random(seed)
     base_ms = NOW_MS - 600_000 - step_ms * n
     out: list[Record] = []
@@ -152,8 +154,14 @@ def make_log(n: int, *, seed: int, step_ms: int = 5_000) -> list[Record]:
         }
         value = orjson.dumps(event)
         out.append(Record(str(key).encode(), value, ts_ms, event))
-        if rng.random() < 0.04 and len(out) < n:  # the same event in a second record
+        u = rng.random()
+        if u < 0.04:  # the same event in a second record, a later record timestamp
             out.append(Record(str(key).encode(), value, ts_ms + step_ms // 2, event))
+        elif u < 0.08:  # a producer retry: same bytes, same record timestamp (a tie)
+            out.append(Record(str(key).encode(), value, ts_ms, event))
+        elif u < 0.11:  # another event of the key at the same instant (a tie, new values)
+            other = {**event, "fare": round(rng.uniform(3, 80), 2), "city": rng.choice(CITIES)}
+            out.append(Record(str(key).encode(), orjson.dumps(other), ts_ms, other))
     return out[:n]
 
 

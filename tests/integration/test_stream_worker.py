@@ -219,7 +219,9 @@ def expected_rows(view: FeatureViewPlan, log: list[Record]) -> pl.DataFrame:
 
 
 def sort_rows(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.sort("driver_id", "event_ts", "created_ts")
+    """Rows in one order whatever order they were stored in: an aggregated view keeps
+    rows that tie on (key, event_ts, created_ts), so every column decides."""
+    return frame.sort(frame.columns, nulls_last=True)
 
 
 def offline_rows(offline: DeltaOfflineStore, view: FeatureViewPlan) -> pl.DataFrame:

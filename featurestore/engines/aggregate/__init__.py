@@ -1,12 +1,29 @@
 """Windowed aggregations (SEMANTICS: Windowed aggregations).
 
-============  ===============================================================
-spec          ``WindowSpec``, ``AggFunction``, output dtypes (no heavy imports)
-state         mergeable partial states shared by batch, stream and online (numpy)
-kernels       ``aggregate_asof``: numpy in/out, Numba inside
-asof          ``aggregate_spine``: the Polars driver for training spines
-reference     brute-force Python, the executable definition used by tests
-============  ===============================================================
+Every module of the folder, top-down (a module imports only those below it):
+
+==============  ===============================================================
+view_records    a feature view's aggregations over a frame of its events: the
+                columns each reads, the online records of many entities
+online          online records: which states a slot keeps per window, and how a
+                lookup folds them into the answer (``AggregateReader``)
+records         ``Slots`` (many entities' states, CSR) and the versioned codec of
+                the online record text
+asof            ``aggregate_spine``: the Polars driver for training spines
+kernels         ``aggregate_asof``: numpy in/out, picks the scan or sorted path
+_scan_driver    the scan path's Python side: windows, accumulators, per-query rows
+_sorted         the sorted path's Python side: window bounds, cached prefix sums
+                and trees per value column
+_workload       ``Workload`` (coded events and queries, the path choice),
+                ``Values`` (a column the loops read), ``EventIndex`` (sorted layout)
+_scan           Numba: one pass over the events into each query's accumulators
+_functions      Numba: one loop over the queries per aggregation function
+_layout         Numba: events grouped by key and time; each window's bounds
+_keys           Numba: dense codes for an integer key column (a hash join)
+state           mergeable partial states shared by batch, stream and online (numpy)
+reference       brute-force Python, the executable definition used by tests
+spec            ``WindowSpec``, ``AggFunction``, output dtypes (no heavy imports)
+==============  ===============================================================
 
 Only ``spec`` loads with the package; the rest load on first use, so the online
 server can read states without importing Numba or Polars.

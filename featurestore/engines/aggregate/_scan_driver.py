@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from featurestore.engines.aggregate import _scan
+from featurestore.engines.aggregate._workload import Values, Workload
 from featurestore.engines.aggregate.spec import WindowSpec
-
-if TYPE_CHECKING:
-    from featurestore.engines.aggregate.kernels import Values, Workload
 
 _NEEDS = {
     "sum": (_scan.NEED_SUM,),

@@ -1,42 +1,25 @@
 """The sorted path: events grouped by key and time, each window a run of positions.
 
 Built for any workload: O(n) to lay the events out (a counting sort by key, then
-a sort of only the key groups not already in time order) and O(log n) per query
-and window after that, however many queries share a key. ``_functions`` holds the
-per-function loops; this module feeds them and caches what specs share (counts,
-sums, trees) per value column.
+a sort of only the key groups not already in time order: ``_workload.EventIndex``)
+and O(log n) per query and window after that, however many queries share a key.
+``_functions`` holds the per-function loops; this module feeds them and caches what
+specs share (counts, sums, trees) per value column.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from featurestore.engines.aggregate import _functions as fn
-from featurestore.engines.aggregate._layout import group_and_sort, group_prefix_max, window_bounds
+from featurestore.engines.aggregate._layout import window_bounds
+from featurestore.engines.aggregate._workload import Values, Workload
 from featurestore.engines.aggregate.spec import WindowSpec
-
-if TYPE_CHECKING:
-    from featurestore.engines.aggregate.kernels import Values, Workload
 
 _NO_TREE = np.zeros(2)
 _NO_MOMENT_TREE = np.zeros((2, 3))
-
-
-class EventIndex:
-    """Events grouped by key code and sorted by (event_ts, created_ts, position)."""
-
-    def __init__(self, keys: np.ndarray, ets: np.ndarray, cts: np.ndarray, n_keys: int) -> None:
-        self.order, self.starts, self.ets, self.cts, self.n_sorted_groups = group_and_sort(
-            keys, ets, cts, n_keys
-        )
-        self._pmx: np.ndarray | None = None
-
-    def created_prefix_max(self) -> np.ndarray:
-        if self._pmx is None:
-            self._pmx = group_prefix_max(self.starts, self.cts)
-        return self._pmx
 
 
 def bounds(work: Workload, spec: WindowSpec) -> tuple[np.ndarray, ...]:

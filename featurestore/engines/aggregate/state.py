@@ -280,7 +280,9 @@ def combine(states: States, *, groups: np.ndarray, n_groups: int) -> States:
         return _combine_distinct(s, g, n_groups)
     np.add.at(fields["n"], g, s.fields["n"])
     if f in ("sum", "mean"):
-        np.add.at(fields["total"], g, s.fields["total"])
+        # inf + -inf is NaN, as SEMANTICS asks (numpy would warn "invalid value").
+        with np.errstate(invalid="ignore"):
+            np.add.at(fields["total"], g, s.fields["total"])
     elif f == "stddev":
         _combine_moments(s.fields, g, fields)
     elif f in ("min", "max"):
@@ -313,10 +315,10 @@ def _combine_moments(
     # as stable as the two-pass formula (and equal to it for single events).
     n_i, mean_i = src["n"], src["mean"]
     has = n_i > 0
-    weighted = np.zeros(len(out["n"]))
-    np.add.at(weighted, g[has], n_i[has] * mean_i[has])
-    pooled = np.divide(weighted, out["n"], out=np.zeros(len(out["n"])), where=out["n"] > 0)
     with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf give NaN, as SEMANTICS asks
+        weighted = np.zeros(len(out["n"]))
+        np.add.at(weighted, g[has], n_i[has] * mean_i[has])
+        pooled = np.divide(weighted, out["n"], out=np.zeros(len(out["n"])), where=out["n"] > 0)
         dev = mean_i[has] - pooled[g[has]]
         m2 = np.zeros(len(out["n"]))
         np.add.at(m2, g[has], src["m2"][has])

@@ -32,6 +32,7 @@ import polars as pl
 
 from featurestore._time import now_us
 from featurestore.compile.views import FeatureViewPlan
+from featurestore.config import OnlineRetention
 from featurestore.engines.aggregate.online import event_states, fold_slots
 from featurestore.engines.aggregate.records import Marks, Slots, decode, encode
 from featurestore.engines.aggregate.view_records import (
@@ -85,10 +86,11 @@ class AggregateSink:
         online: OnlineStore,
         metrics: StreamMetrics,
         retry_s: float = 30.0,
+        retention: OnlineRetention | None = None,
     ) -> None:
         self.name = f"aggregates:{view.name}"
         self.view = view
-        self.schema = online_schema(project, view)
+        self.schema = online_schema(project, view, retention=retention)
         self.specs = window_specs(view)
         self.functions = tuple(s.function for s in self.specs)
         self.online = online

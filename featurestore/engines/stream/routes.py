@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 
 from featurestore.compile.views import FeatureViewPlan
+from featurestore.config import OnlineRetention
 from featurestore.engines.stream.aggregates import AggregateSink
 from featurestore.engines.stream.decode import EventDecoder
 from featurestore.engines.stream.metrics import StreamMetrics
@@ -68,6 +69,7 @@ def build_routes(
     metrics: StreamMetrics,
     settings: StreamSettings,
     watermark_us: int | None,
+    retention: OnlineRetention | None = None,
 ) -> dict[str, TopicRoute]:
     if not views:
         raise StreamError("no feature views to stream", obj="stream worker")
@@ -107,6 +109,7 @@ def build_routes(
             metrics=metrics,
             retry_s=settings.store_retry_s,
             always_merge=settings.offline_write == "merge",
+            retention=retention,
         )
         route.views.append(ViewRoute(view, transform, sinks))
     return routes
@@ -121,17 +124,23 @@ def sinks_for_view(
     metrics: StreamMetrics,
     retry_s: float,
     always_merge: bool = False,
+    retention: OnlineRetention | None = None,
 ) -> list[Sink]:
     """The sinks a view needs: online, the latest row per entity (plain view) or the
-    entities' aggregate records (windowed aggregations); offline, the rows."""
+    entities' aggregate records (windowed aggregations), kept for ``retention`` (the
+    project's ``[online_store] retention``; default 2 x ttl); offline, the rows."""
     sinks: list[Sink] = []
-    if view.online and view.aggregations:
+    online_sink = AggregateSink if view.aggregations else OnlineLatestSink
+    if view.online:
         sinks.append(
-            AggregateSink(view, project=project, online=online, metrics=metrics, retry_s=retry_s)
-        )
-    elif view.online:
-        sinks.append(
-            OnlineLatestSink(view, project=project, online=online, metrics=metrics, retry_s=retry_s)
+            online_sink(
+                view,
+                project=project,
+                online=online,
+                metrics=metrics,
+                retry_s=retry_s,
+                retention=retention,
+            )
         )
     sinks.append(
         OfflineSink(

@@ -28,6 +28,7 @@ import polars as pl
 
 from featurestore._time import now_us
 from featurestore.compile.views import FeatureViewPlan
+from featurestore.config import OnlineRetention
 from featurestore.engines.batch import latest_per_entity
 from featurestore.engines.stream.decode import META_COLUMNS, OFFSET, PARTITION, RECORD_TS
 from featurestore.engines.stream.flusher import OneInFlight
@@ -119,10 +120,11 @@ class OnlineLatestSink:
         online: OnlineStore,
         metrics: StreamMetrics,
         retry_s: float = 30.0,
+        retention: OnlineRetention | None = None,
     ) -> None:
         self.name = f"online:{view.name}"
         self.view = view
-        self.schema = online_schema(project, view)
+        self.schema = online_schema(project, view, retention=retention)
         self.online = online
         self.metrics = metrics
         self.retry_s = retry_s

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from featurestore.compile.views import FeatureViewPlan
+from featurestore.config import OnlineRetention
 from featurestore.engines.stream._gc import gc_paused
 from featurestore.engines.stream.decode import RecordBatch
 from featurestore.engines.stream.dlq import DeadLetters
@@ -95,6 +96,7 @@ class StreamWorker:
         settings: StreamSettings | None = None,
         metrics: StreamMetrics | None = None,
         watermark_us: int | None = None,
+        retention: OnlineRetention | None = None,
     ) -> None:
         from confluent_kafka import Consumer, Producer
 
@@ -110,6 +112,7 @@ class StreamWorker:
             metrics=self.metrics,
             settings=self.settings,
             watermark_us=watermark_us,
+            retention=retention,
         )
         conf = consumer_config(self.routes, group_id=group_id, settings=self.settings)
         self._cooperative = cooperative(conf)
@@ -477,6 +480,7 @@ def run_worker(
     settings: StreamSettings | None = None,
     metrics: StreamMetrics | None = None,
     watermark_us: int | None = None,
+    retention: OnlineRetention | None = None,
     max_messages: int | None = None,
     idle_timeout_s: float | None = None,
     until_end: bool = False,
@@ -486,6 +490,7 @@ def run_worker(
 
     ``views`` are compiled plain views fed by Kafka sources (``PlanIndex.views``);
     ``group_id`` names the consumer group that workers of the same job share.
+    ``retention`` is the project's ``[online_store] retention`` (default 2 x ttl).
     """
     worker = StreamWorker(
         project=project,
@@ -496,6 +501,7 @@ def run_worker(
         settings=settings,
         metrics=metrics,
         watermark_us=watermark_us,
+        retention=retention,
     )
     return worker.run(
         max_messages=max_messages,

@@ -8,10 +8,12 @@ regress a value (SEMANTICS.md, "Online"). Whether a value is PRESENT, MISSING or
 EXPIRED is decided by the caller from ``event_ts``; the store returns the record
 or nothing.
 
-Retention: a record stops being returned ``2 * ttl`` after its ``event_ts``
-(``encoding.RETENTION_TTLS``), in every backend, so the in-memory twin behaves as
-Redis does once its keys expire. Between ``ttl`` and ``2 * ttl`` the record is
-still returned and the caller reports EXPIRED; after that it reports MISSING.
+Retention: a record stops being returned ``schema.retention_us`` after its
+``event_ts`` (None: kept until a newer record replaces it), in every backend, so
+the in-memory twin behaves as Redis does once its keys expire. The caller decides
+the retention (``featurestore.config.OnlineRetention``). By default it is
+``2 * ttl``: between ``ttl`` and ``2 * ttl`` the record is still returned and the
+caller reports EXPIRED; after that it reports MISSING.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from featurestore._dtypes import FLOATS, is_list, normalize_dtype
 from featurestore.errors import DataError, DefinitionError
@@ -29,7 +31,7 @@ from featurestore.errors import DataError, DefinitionError
 # What a backend can promise. A caller checks these instead of catching
 # NotImplementedError at run time.
 CAP_CAS = "cas"  # writes are compare-and-set on (event_ts, created_ts)
-CAP_TTL = "ttl"  # records are dropped 2 * ttl after their event_ts
+CAP_TTL = "ttl"  # records are dropped retention_us after their event_ts
 CAP_MULTI_VIEW_READ = "multi_view_read"  # one read() call serves many views
 CAP_PERSISTENT = "persistent"  # records survive the process
 CAP_MULTI_PROCESS = "multi_process"  # several processes may write at once, safely
@@ -48,7 +50,12 @@ class OnlineViewSchema:
 
     ``schema_id`` must change whenever keys, features or dtypes change: records
     written under one id are never decoded with another (they simply are not
-    found). :meth:`build` derives it for you.
+    found). :meth:`build` derives it for you. Neither the TTL nor the retention
+    is part of it: they decide how long records live, not which ones a view reads.
+
+    ``retention_us``: how long after its ``event_ts`` a record written with this
+    schema is kept; None keeps it until a newer record replaces it. Only writes
+    use it (the deadline is stored with each record).
     """
 
     project: str
@@ -59,6 +66,7 @@ class OnlineViewSchema:
     feature_dtypes: tuple[str, ...]
     ttl_us: int | None
     schema_id: str
+    retention_us: int | None = None
 
     def __post_init__(self) -> None:
         where = f"online view {self.project!r}/{self.view!r}"
@@ -104,13 +112,15 @@ class OnlineViewSchema:
                 value=dupes,
                 hint="Rename the clashing feature",
             )
-        if self.ttl_us is not None and (not isinstance(self.ttl_us, int) or self.ttl_us <= 0):
-            raise DefinitionError(
-                "ttl_us must be a positive number of microseconds or None",
-                obj=where,
-                field="ttl_us",
-                value=self.ttl_us,
-            )
+        for name in ("ttl_us", "retention_us"):
+            us = getattr(self, name)
+            if us is not None and (type(us) is not int or us <= 0):
+                raise DefinitionError(
+                    f"{name} must be a positive number of microseconds or None",
+                    obj=where,
+                    field=name,
+                    value=us,
+                )
 
     @classmethod
     def build(
@@ -121,8 +131,10 @@ class OnlineViewSchema:
         keys: Mapping[str, str],
         features: Mapping[str, str],
         ttl_us: int | None = None,
+        retention_us: int | Literal["2x ttl"] | None = "2x ttl",
     ) -> OnlineViewSchema:
         """A schema whose ``schema_id`` is derived from keys, features and dtypes.
+        ``retention_us`` defaults to ``2 * ttl_us`` (None without a TTL: kept).
 
         >>> s = OnlineViewSchema.build(project="p", view="v", keys={"user": "int64"},
         ...                            features={"score": "float64"})
@@ -141,6 +153,11 @@ class OnlineViewSchema:
             ttl_us=ttl_us,
             schema_id=make_schema_id(
                 join_keys=key_names, key_dtypes=key_dtypes, features=names, feature_dtypes=dtypes
+            ),
+            retention_us=(
+                (None if ttl_us is None else 2 * ttl_us)
+                if retention_us == "2x ttl"
+                else retention_us
             ),
         )
 
@@ -265,7 +282,8 @@ class WriteBatch:
 @dataclass(frozen=True)
 class WriteStats:
     """What a write did: rows stored, rows not newer than the stored record, and rows
-    already past retention (``event_ts + 2 * ttl`` before now) that were dropped."""
+    already past retention (``event_ts + schema.retention_us`` not after now) that
+    were dropped."""
 
     written: int = 0
     skipped_stale: int = 0

@@ -21,11 +21,13 @@ Value::
                   strings and lists
     then          the string and list payloads, in schema order (lists: ``lists.py``)
 
-Retention: a record is kept until ``event_ts + RETENTION_TTLS * ttl``. One TTL
-past ``event_ts`` the caller reports EXPIRED; keeping it one more TTL lets a
-lookup say EXPIRED rather than MISSING for that long while memory is still
-reclaimed (Redis: ``PXAT``; SQLite and memory: filtered on read). A write whose
-retention has already passed is not stored (``WriteStats.skipped_expired``).
+Retention: a record is kept until ``event_ts + schema.retention_us`` (None: until
+a newer record replaces it); the schema's builder resolves the setting
+(``featurestore.config.OnlineRetention``, default ``2 * ttl``). The deadline is
+stored with the record (Redis: ``PEXPIREAT``; SQLite and memory: a column,
+filtered on read).
+A write whose retention has already passed is not stored
+(``WriteStats.skipped_expired``).
 
 ``codec_for(schema)`` gives the precompiled decoder and key layout of a schema;
 ``writes.prepare`` encodes batches with it.
@@ -55,7 +57,6 @@ from featurestore.stores.online.lists import Decoder, Encoder, list_codec
 
 VERSION = 1
 KEY_PREFIX = b"fs1:"
-RETENTION_TTLS = 2
 TS_OFFSET = 1 << 63
 _READABLE = {None, VERSION}  # None: the placeholder row of a missing record
 

@@ -4,8 +4,8 @@ Rows go out in chunks of ``chunk_size`` keys, one atomic command per chunk:
 
 - ``EVALSHA`` of ``CAS_SCRIPT``: one MGET of the stored headers, keep the rows
   whose (event_ts, created_ts) is strictly newer, one MSET of those (+ one
-  ``PEXPIREAT`` per key when the view has a TTL).
-- ``MSETNX`` for bulk writes to a view without TTL, tried first while the keys
+  ``PEXPIREAT`` per key when the schema has a retention).
+- ``MSETNX`` for bulk writes to a schema without retention, tried first while the keys
   turn out to be new (a first materialization, or a new schema_id): it stores the
   whole chunk only when none of its keys exists, which is a correct CAS (anything
   is newer than nothing) at a fraction of the script's cost. When a key exists it
@@ -31,7 +31,9 @@ from featurestore.stores.online.encoding import Codec
 from featurestore.stores.online.writes import PreparedRows
 
 # KEYS: record keys. ARGV[1]: "1" when each value is followed by its PEXPIREAT
-# milliseconds, else "0". Returns how many rows were stored.
+# milliseconds (the record's retention deadline), else "0". MSET clears any
+# deadline a replaced key had, so a record written without one is kept.
+# Returns how many rows were stored.
 # Header bytes 2..17 (1-based) hold event_ts, created_ts in offset binary; they
 # are compared as four uint32 (exact in Lua's doubles) rather than as strings,
 # because Lua's string "<" follows the server's locale collation.

@@ -19,7 +19,6 @@ from featurestore.errors import DataError
 from featurestore.stores.online.base import OnlineViewSchema, WriteBatch
 from featurestore.stores.online.columns import fixed_column, object_column, string_column
 from featurestore.stores.online.encoding import (
-    RETENTION_TTLS,
     TS_OFFSET,
     VERSION,
     Codec,
@@ -70,7 +69,8 @@ class PreparedRows:
 
 def prepare(codec: Codec, batch: WriteBatch, *, now_us: int) -> PreparedRows:
     """Check ``batch`` against the codec's schema and convert it; rows whose retention
-    (``event_ts + 2 * ttl``) is not after ``now_us`` are left out and counted."""
+    (``event_ts + schema.retention_us``) is not after ``now_us`` are left out and
+    counted."""
     schema = codec.schema
     obj = f"online write to {schema.project}/{schema.view}"
     with naming(obj):
@@ -80,8 +80,8 @@ def prepare(codec: Codec, batch: WriteBatch, *, now_us: int) -> PreparedRows:
         cr = _timestamps(batch.created_ts, "created_ts", obj)
         keep: np.ndarray | None = None
         deadline = None
-        if schema.ttl_us is not None:
-            deadline = ev + RETENTION_TTLS * schema.ttl_us
+        if schema.retention_us is not None:
+            deadline = ev + schema.retention_us
             alive = deadline > now_us
             if not alive.all():
                 keep = np.flatnonzero(alive)
