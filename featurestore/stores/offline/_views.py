@@ -260,15 +260,19 @@ def _merge(
     metrics = merger.when_not_matched_insert_all().execute()
     inserted = int(metrics.get("num_target_rows_inserted", 0))
     updated = int(metrics.get("num_target_rows_updated", 0))
-    if inserted or updated:
-        after = _rewrite.partition_files(table)
-        old = pl.Series(sorted(before), dtype=pl.String)
-        touched = after.filter(~pl.col("path").is_in(old.implode()))
+    after = _rewrite.partition_files(table)
+    old = pl.Series(sorted(before), dtype=pl.String)
+    touched = set(after.filter(~pl.col("path").is_in(old.implode()))[EVENT_DATE].to_list())
+    # Also the batch's partitions left in several files, e.g. by a writer killed
+    # between its merge commit and this rewrite: a re-run that merges nothing new
+    # still puts them back in order (self-healing; `compact` does the whole table).
+    split = after.filter(pl.col(EVENT_DATE).is_in(pl.Series(dates, dtype=pl.Date).implode()))
+    touched |= set(
+        split.group_by(EVENT_DATE).len().filter(pl.col("len") > 1)[EVENT_DATE].to_list()
+    )
+    if touched:
         _rewrite.rewrite_sorted(
-            table,
-            dates=touched[EVENT_DATE].unique().to_list(),
-            sort_by=spec.sort_by,
-            storage_options=storage_options,
+            table, dates=sorted(touched), sort_by=spec.sort_by, storage_options=storage_options
         )
     return Counts(inserted, updated, table.version())
 

@@ -294,6 +294,36 @@ def test_merge_rewrites_only_the_batch_dates_and_keeps_files_sorted(
     assert metrics["num_target_files_skipped_during_scan"] == 9
 
 
+def test_a_merge_killed_before_its_sort_rewrite_is_healed_by_the_rerun(
+    store: DeltaOfflineStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer dying between the MERGE commit and the sorted rewrite leaves a date in
+    several unsorted files; re-running the same merge (which inserts nothing) sorts it."""
+    from featurestore.stores.offline import _rewrite
+
+    spec = spec_of()
+    store.write_view(spec, rows(2_000, days=4, keys=50), mode="append")
+    batch = rows(300, days=1, keys=50, seed=7)
+
+    def killed(*args, **kwargs):  # fault injection: the process dies right here
+        raise KeyboardInterrupt
+
+    real = _rewrite.rewrite_sorted
+    monkeypatch.setattr(_rewrite, "rewrite_sorted", killed)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_view(spec, batch, mode="merge")
+    table_dir = tmp_path / "offline" / spec.name
+    day = table_dir / "event_date=2024-03-01"
+    assert len([p for p in DeltaTable(str(table_dir)).file_uris() if str(day) in p]) > 1
+
+    monkeypatch.setattr(_rewrite, "rewrite_sorted", real)
+    again = store.write_view(spec, batch, mode="merge")
+    assert (again.rows_written, again.rows_updated) == (0, 0)
+    live = [p for p in DeltaTable(str(table_dir)).file_uris() if str(day) in p]
+    assert len(live) == 1
+    assert is_sorted_by(pl.read_parquet(live[0]), list(spec.sort_by))
+
+
 # --------------------------------------------------------------------------- reads
 
 
