@@ -65,7 +65,15 @@ def to_utc(value: datetime | str | int, *, what: str = "timestamp") -> datetime:
     if isinstance(value, int):
         return from_us(value)
     if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise DataError(
+                "is not an ISO 8601 time",
+                field=what,
+                value=value,
+                hint="e.g. '2024-01-01T00:00:00Z' or '2024-01-01T09:30:00+02:00'",
+            ) from None
     if not isinstance(value, datetime):
         raise DataError("is not a datetime", field=what, value=value)
     if value.tzinfo is None:

@@ -268,6 +268,21 @@ class ServerConfig(_Section):
     feature_log_sample: float = Field(
         default=1.0, ge=0, le=1, description="Fraction of requests whose features are logged."
     )
+    max_features: int = Field(
+        default=1000, ge=1, description="Most feature references in one lookup (413 past it)."
+    )
+    body_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="The whole request body must arrive within it (408)."
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="The request line and headers must arrive within it."
+    )
+    keep_alive_seconds: float = Field(
+        default=5.0, gt=0, description="An idle keep-alive connection is closed after it."
+    )
+    access_log_error_lines_per_second: float = Field(
+        default=10.0, gt=0, description="Error lines logged per status per second; rest counted."
+    )
 
 
 class RepoConfig(_Section):

@@ -15,6 +15,7 @@ down) or not (a definition that is wrong).
     │   └── UnknownServiceError  a feature service name is not registered
     ├── RegistryError            the registry cannot do what was asked
     │   ├── RegistryConflictError    another apply won the race (retryable)
+    │   ├── RegistryUnavailable      the registry database cannot be reached (retryable)
     │   └── VersionNotFoundError     no such registry version
     ├── StoreError               a store failed
     │   ├── OfflineStoreError
@@ -23,7 +24,10 @@ down) or not (a definition that is wrong).
     │       └── OnlineStoreUnavailable   the online store cannot be reached (retryable)
     └── StreamError              the stream worker cannot go on
 
-The mapping of these errors to HTTP status codes lives in ``featurestore.server``.
+The mapping of these errors to HTTP status codes lives in ``featurestore.server``;
+to CLI exit codes in ``featurestore.cli._errors``. Every text an error renders has
+its URLs' passwords masked (``featurestore._redact``): errors reach terminals, JSON
+output, HTTP responses and logs.
 """
 
 from __future__ import annotations
@@ -31,10 +35,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from featurestore._redact import redact_text
+
 
 def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+    text = redact_text(repr(value))
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _clean(text: str | None) -> str | None:
+    return None if text is None else redact_text(text)
 
 
 class FeatureStoreError(Exception):
@@ -73,18 +83,18 @@ class FeatureStoreError(Exception):
             text += f" (got {_short(self.value)})"
         if self.hint:
             text += f". {self.hint}"
-        return text
+        return redact_text(text)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly description, used by ``--json`` output and the server."""
         return {
             "error": type(self).__name__,
-            "message": self.message,
-            "object": self.obj,
+            "message": _clean(self.message),
+            "object": _clean(self.obj),
             "field": self.field,
             "value": None if self.value is None else _short(self.value, 200),
-            "hint": self.hint,
-            "file": self.file,
+            "hint": _clean(self.hint),
+            "file": _clean(self.file),
             "retryable": self.retryable,
         }
 
@@ -135,6 +145,12 @@ class RegistryConflictError(RegistryError):
     retryable = True
 
 
+class RegistryUnavailable(RegistryError):
+    """The registry database cannot be reached now (refused, timed out, went away)."""
+
+    retryable = True
+
+
 class VersionNotFoundError(RegistryError):
     """No such registry version."""
 
@@ -178,6 +194,7 @@ __all__ = [
     "OnlineStoreUnavailable",
     "RegistryConflictError",
     "RegistryError",
+    "RegistryUnavailable",
     "RequestError",
     "StoreError",
     "StreamError",

@@ -45,7 +45,7 @@ driver_trips = FeatureView(
     name="driver_trips",
     entities=[driver],
     source=trips_stream,
-    ttl="7d",
+    ttl=None,  # windows say which events count; a TTL does not apply to aggregations
     transform={"fare_per_km": pl.col("fare") / pl.col("distance_km")},
     aggregations=[
         Aggregation(name="trips_1h", column=None, function="count", window="1h"),

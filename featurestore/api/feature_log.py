@@ -7,9 +7,12 @@ registry version that served it.
 
 The request path only appends a reference to the response to an in-memory queue
 (bounded in rows); a background thread batches rows and appends them to
-``_feature_logs/<service>`` (or ``_feature_logs/_adhoc_<hash>`` per distinct
-ad-hoc feature list), partitioned by request date. When the queue is full the
-rows are dropped and counted; ``log`` never blocks and never raises.
+``_feature_logs/<service>`` (or, for ad-hoc feature lists, one
+``_feature_logs/_adhoc_<hash>`` per set of views: every list over the same views
+shares it), partitioned by request date. An ad-hoc table has a stable schema: the
+columns of every feature of its views, null where a request did not ask for one
+(issue 15: one table per distinct list made 127 tables out of 127 requests).
+When the queue is full the rows are dropped and counted; ``log`` never blocks and never raises.
 
 Row layout, version :data:`LOG_FORMAT` (stored in every row, ``log_format``)::
 
@@ -21,6 +24,7 @@ Row layout, version :data:`LOG_FORMAT` (stored in every row, ``log_format``)::
     registry_version  int64     the registry version that served
     feature_service   string    null for an ad-hoc feature list
     features          string    JSON list of the "view:feature" references served
+                                (an ad-hoc table also has columns for the others)
     <join keys>       typed     as the views declare them
     <view>__<feature>            typed value (null unless PRESENT)
     <view>__<feature>__status    string: PRESENT | MISSING | EXPIRED
@@ -104,8 +108,10 @@ def log_table_name(
 
     >>> log_table_name(feature_service="driver_ranking")
     '_feature_logs/driver_ranking'
-    >>> log_table_name(features=["v:b", "v:a"]) == log_table_name(features=["v:a", "v:b"])
+    >>> log_table_name(features=["v:b", "v:a"]) == log_table_name(features=["v:a"])
     True
+
+    Ad-hoc lists share the table of their set of views (the part before ``:``).
     """
     if (feature_service is None) == (features is None):
         raise DefinitionError(
@@ -118,7 +124,8 @@ def log_table_name(
             return f"{LOGS_PREFIX}/{feature_service}"
         return f"{LOGS_PREFIX}/service_{_digest(feature_service)}"
     assert features is not None  # checked above; narrows the type for mypy
-    return f"{LOGS_PREFIX}/_adhoc_{_digest(json.dumps(sorted(set(features))))}"
+    views = sorted({ref.partition(":")[0] for ref in features})
+    return f"{LOGS_PREFIX}/_adhoc_{_digest(json.dumps(views))}"
 
 
 def _digest(text: str) -> str:
@@ -156,34 +163,50 @@ class LogLayout:
     table: str
     keys: tuple[str, ...]
     key_dtypes: tuple[str, ...]
-    outputs: tuple[str, ...]  # response output names, in response order
-    refs: tuple[str, ...]  # "view:feature" per output
-    dtypes: tuple[str, ...]  # canonical dtype per output
+    outputs: tuple[str | None, ...]  # response output name per column; None: not asked for
+    refs: tuple[str, ...]  # "view:feature" per column
+    dtypes: tuple[str, ...]  # canonical dtype per column
+    served: tuple[str, ...] = ()  # the references the response holds, in response order
 
     @classmethod
     def from_plan(
         cls, plan: LookupPlan, *, feature_service: str | None, features: Sequence[str] | None
     ) -> LogLayout:
+        adhoc = feature_service is None
         key_dtypes: dict[str, str] = {}
-        outputs, refs, dtypes = [], [], []
+        outputs: list[str | None] = []
+        refs: list[str] = []
+        dtypes: list[str] = []
+        served: list[str] = []
+
+        def add(
+            view: str, names: Sequence[str], types: Sequence[str], asked: dict[str, str]
+        ) -> None:
+            # a service logs what it serves; an ad-hoc list every feature of its views
+            for feat, dtype in zip(names, types, strict=True):
+                out = asked.get(feat)
+                if out is None and not adhoc:
+                    continue
+                outputs.append(out)
+                refs.append(f"{view}:{feat}")
+                dtypes.append(dtype)
+
         for v in plan.views:
             key_dtypes.update(zip(v.schema.join_keys, v.schema.key_dtypes, strict=True))
-            by_name = dict(zip(v.schema.features, v.schema.feature_dtypes, strict=True))
-            for feat, out in zip(v.features, v.outputs, strict=True):
-                if out is None:
-                    continue  # read only as an input of an on-demand view
-                outputs.append(out)
-                refs.append(f"{v.schema.view}:{feat}")
-                dtypes.append(by_name[feat])
+            # None: read only as an input of an on-demand view
+            asked = {f: o for f, o in zip(v.features, v.outputs, strict=True) if o is not None}
+            if not asked:
+                continue
+            served.extend(f"{v.schema.view}:{f}" for f in asked)
+            add(v.schema.view, v.schema.features, v.schema.feature_dtypes, asked)
         for od in plan.on_demand:
-            by_out = dict(od.plan.outputs)
-            for feat, out in zip(od.features, od.outputs, strict=True):
-                outputs.append(out)
-                refs.append(f"{od.plan.name}:{feat}")
-                dtypes.append(by_out[feat])
+            asked = dict(zip(od.features, od.outputs, strict=True))
+            served.extend(f"{od.plan.name}:{f}" for f in asked)
+            names, types = zip(*od.plan.outputs, strict=True) if od.plan.outputs else ((), ())
+            add(od.plan.name, names, types, asked)
         table = log_table_name(
             feature_service=feature_service,
-            features=None if feature_service is not None else (features or refs),
+            features=None if feature_service is not None else (features or served),
         )
         layout = cls(
             table,
@@ -192,6 +215,7 @@ class LogLayout:
             tuple(outputs),
             tuple(refs),
             tuple(dtypes),
+            tuple(served),
         )
         columns = [*META_COLUMNS, *layout.keys]
         for ref in refs:
@@ -546,11 +570,18 @@ def _build_frame(layout: LogLayout, items: Sequence[_Item]) -> pl.DataFrame:
             np.fromiter((i.response.registry_version for i in items), np.int64, len(items)),
         ).gather(which),
         pl.Series(FEATURE_SERVICE, [i.feature_service for i in items], pl.String).gather(which),
-        pl.Series(FEATURES, [json.dumps(layout.refs)], pl.String).gather(np.zeros(total, np.int64)),
+        pl.Series(FEATURES, [json.dumps(list(layout.served))], pl.String).gather(
+            np.zeros(total, np.int64)
+        ),
     ]
     for key, dtype in zip(layout.keys, layout.key_dtypes, strict=True):
         columns.append(_typed(key, [i.response.entities[key] for i in items], dtype))
     for out, ref, dtype in zip(layout.outputs, layout.refs, layout.dtypes, strict=True):
+        if out is None:  # an ad-hoc table's column this list did not ask for
+            columns.append(pl.Series(value_column(ref), [None] * total, to_polars(dtype)))
+            columns.append(pl.Series(status_column(ref), [None] * total, pl.String))
+            columns.append(pl.Series(event_ts_column(ref), [None] * total, utc))
+            continue
         columns.append(_typed(value_column(ref), [i.response.values[out] for i in items], dtype))
         columns.append(
             _typed(status_column(ref), [i.response.statuses[out] for i in items], "string")

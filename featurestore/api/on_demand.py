@@ -7,14 +7,14 @@ import hashlib
 import importlib
 import inspect
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from featurestore._dtypes import to_polars
+from featurestore._dtypes import FLOATS, INTEGERS, is_list, list_inner, to_polars
 from featurestore.compile.expr import expr_from_spec
 from featurestore.compile.plan import ObjectPlan
 from featurestore.compile.views import FeatureRef, PlanIndex
@@ -30,6 +30,7 @@ class OnDemandPlan:
     request_fields: tuple[str, ...]
     inputs: tuple[FeatureRef, ...]
     transform: Callable[[pl.DataFrame], pl.DataFrame]
+    request_dtypes: tuple[str, ...] = ()  # aligned with request_fields
 
 
 def _python_function(spec: Mapping[str, Any], *, repo: Path, obj: str) -> Callable[..., Any]:
@@ -59,9 +60,9 @@ def _python_function(spec: Mapping[str, Any], *, repo: Path, obj: str) -> Callab
 def compile_on_demand(plan: ObjectPlan, index: PlanIndex, *, repo: Path) -> OnDemandPlan:
     spec = plan.spec
     obj = f"on-demand view {plan.name!r}"
-    request_fields = tuple(
-        f["name"] for i in spec["inputs"] if i["type"] == "request" for f in i["schema"]
-    )
+    request_schema = [f for i in spec["inputs"] if i["type"] == "request" for f in i["schema"]]
+    request_fields = tuple(f["name"] for f in request_schema)
+    request_dtypes = tuple(f["dtype"] for f in request_schema)
     views = [i["name"] for i in spec["inputs"] if i["type"] == "feature_view"]
     outputs = tuple((o["name"], o["dtype"]) for o in spec["outputs"])
     transform = spec["transform"]
@@ -91,7 +92,80 @@ def compile_on_demand(plan: ObjectPlan, index: PlanIndex, *, repo: Path) -> OnDe
         for feat in view.features:
             if used is None or feat in used:
                 inputs.append(FeatureRef(name, feat))
-    return OnDemandPlan(plan.name, outputs, request_fields, tuple(inputs), run)
+    return OnDemandPlan(plan.name, outputs, request_fields, tuple(inputs), run, request_dtypes)
+
+
+def check_request_data(
+    plan: OnDemandPlan, request_data: Mapping[str, Sequence[Any]], n: int
+) -> dict[str, pl.Series]:
+    """The request fields of ``plan`` as typed columns, checked value by value
+    against their declared dtypes before any work (a 4xx naming the field, not a
+    failed cast deep in a transform)."""
+    import polars as pl
+
+    missing = [f for f in plan.request_fields if f not in request_data]
+    if missing:
+        raise RequestError(
+            "request data is missing fields",
+            obj=f"on-demand view {plan.name!r}",
+            field="request_data",
+            value=missing,
+            hint=f"send {list(plan.request_fields)} with the request",
+        )
+    out = {}
+    for name, dtype in zip(plan.request_fields, plan.request_dtypes, strict=True):
+        column = request_data[name]
+        if len(column) != n:
+            raise RequestError(
+                f"request data has {len(column)} values, not one per entity ({n})",
+                obj=f"on-demand view {plan.name!r}",
+                field=f"request_data.{name}",
+            )
+        for i, value in enumerate(column):
+            if value is not None and not _fits(value, dtype):
+                raise RequestError(
+                    f"is not a {dtype} value",
+                    obj=f"on-demand view {plan.name!r}",
+                    field=f"request_data.{name}[{i}]",
+                    value=type(value).__name__ if isinstance(value, list | dict) else value,
+                    hint=f"the request source declares {name!r} as {dtype}",
+                )
+        try:
+            out[name] = pl.Series(name, list(column), dtype=to_polars(dtype), strict=True)
+        except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError) as exc:
+            raise RequestError(
+                f"cannot be read as {dtype}: {exc}",
+                obj=f"on-demand view {plan.name!r}",
+                field=f"request_data.{name}",
+                hint=f"the request source declares {name!r} as {dtype}",
+            ) from None
+    return out
+
+
+def _fits(value: Any, dtype: str) -> bool:
+    """Whether one request value is a scalar (or flat list) of ``dtype``."""
+    if is_list(dtype):
+        inner = list_inner(dtype)
+        return isinstance(value, list) and all(v is None or _fits(v, inner) for v in value)
+    if isinstance(value, list | dict):
+        return False
+    if dtype == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if dtype in INTEGERS:
+        if not isinstance(value, int):
+            return False
+        bits = int(dtype.removeprefix("u").removeprefix("int"))
+        low, high = (
+            (0, 2**bits - 1) if dtype.startswith("u") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        )
+        return low <= value <= high
+    if dtype in FLOATS:
+        return isinstance(value, int | float)
+    if dtype == "string":
+        return isinstance(value, str)
+    return isinstance(value, str | int)  # date, datetime: left to the typed column
 
 
 def run_on_demand(plan: OnDemandPlan, frame: pl.DataFrame) -> pl.DataFrame:

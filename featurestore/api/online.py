@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featurestore._time import now_us
-from featurestore.api.on_demand import OnDemandPlan, compile_on_demand, run_on_demand
+from featurestore.api.on_demand import (
+    OnDemandPlan,
+    check_request_data,
+    compile_on_demand,
+    run_on_demand,
+)
 from featurestore.compile.views import FeatureRef, PlanIndex
 from featurestore.errors import RequestError
 from featurestore.stores.online.base import OnlineStore, OnlineViewSchema, ReadRequest
@@ -148,7 +153,9 @@ def build_lookup_plan(
                     served_schema(project, view),
                     feats,
                     outs,
-                    view.ttl_us,
+                    # SEMANTICS: no TTL for windowed aggregations, even in a plan
+                    # applied before the compiler refused one: never EXPIRED.
+                    None,
                     _aggregate_reader(view, feats),
                     online_schema(project, view),
                 )
@@ -213,6 +220,8 @@ def lookup(
     """Read every view of ``plan`` for ``entities`` in one store call, then run the
     on-demand transforms over ``request_data`` and the values read."""
     columns, n = _entity_columns(entities, plan.join_keys)
+    # request data is checked against its declared dtypes before the store is read
+    typed = [check_request_data(od.plan, request_data or {}, n) for od in plan.on_demand]
     r = now_us() if request_time_us is None else request_time_us
     requests = [
         ReadRequest(v.schema, {k: columns[k] for k in v.schema.join_keys}, v.features)
@@ -251,8 +260,8 @@ def lookup(
                 values[out] = vals
                 statuses[out] = status
                 stamps[out] = ets
-    for od in plan.on_demand:
-        _run_on_demand_online(od, inputs, request_data or {}, n, values, statuses, stamps)
+    for od, request_columns in zip(plan.on_demand, typed, strict=True):
+        _run_on_demand_online(od, inputs, request_columns, n, values, statuses, stamps)
     return OnlineResponse(
         {k: columns[k] for k in plan.join_keys}, values, statuses, stamps, plan.registry_version, r
     )
@@ -282,7 +291,7 @@ _RANK = {PRESENT: 0, EXPIRED: 1, MISSING: 2}
 def _run_on_demand_online(
     od: OnDemandLookup,
     inputs: Mapping[tuple[str, str], tuple[list[Any], list[str]]],
-    request_data: Mapping[str, Sequence[Any]],
+    request_columns: Mapping[str, pl.Series],
     n: int,
     values: dict[str, list[Any]],
     statuses: dict[str, list[str]],
@@ -290,16 +299,7 @@ def _run_on_demand_online(
 ) -> None:
     import polars as pl
 
-    cols: dict[str, Any] = {}
-    for field in od.plan.request_fields:
-        if field in request_data:
-            col = list(request_data[field])
-            if len(col) != n:
-                raise RequestError(
-                    f"request data has {len(col)} values, not one per entity ({n})",
-                    field=f"request_data.{field}",
-                )
-            cols[field] = col
+    cols: dict[str, Any] = dict(request_columns)  # checked and typed by the caller
     status = [PRESENT] * n
     for ref in od.plan.inputs:
         vals, st = inputs[(ref.view, ref.feature)]

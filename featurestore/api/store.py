@@ -210,7 +210,10 @@ class FeatureStore:
                     retention=retention,
                 )
             )
-            self.registry.set_watermark(name, max(end_us, mark or end_us))
+            # The watermark moves only over data that was there to read: a view with
+            # no offline table yet keeps it, so a later incremental run reads it all.
+            if self.offline.exists(view.name):
+                self.registry.set_watermark(name, max(end_us, mark or end_us))
         return reports
 
     # -- serving ---------------------------------------------------------------

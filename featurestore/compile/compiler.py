@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from featurestore._dtypes import INTEGERS, compatible, from_polars, to_polars
+from featurestore.compile.columns import key_name_problem, view_column_problems
 from featurestore.compile.discover import Found, discover
 from featurestore.compile.expr import expr_to_spec, output_schema
 from featurestore.compile.plan import Kind, ObjectPlan, RepoPlan
+from featurestore.compile.sources import is_local_file, read_source_schema, resolve
 from featurestore.definitions import (
     BatchSource,
     Entity,
@@ -22,7 +24,7 @@ from featurestore.definitions import (
     OnDemandFeatureView,
     RequestSource,
 )
-from featurestore.errors import DefinitionError, DefinitionErrors
+from featurestore.errors import DataError, DefinitionError, DefinitionErrors
 
 _KIND_OF: dict[type, Kind] = {
     Entity: "entity",
@@ -117,6 +119,7 @@ class _Compiler:
         self.warnings: list[str] = []
         self.files: dict[tuple[str, str], str] = {}
         self.view_dtypes: dict[str, dict[str, str]] = {}
+        self.schemas: dict[tuple[str, str, str], dict[str, Any] | None] = {}
 
     def err(
         self,
@@ -133,26 +136,32 @@ class _Compiler:
         )
 
     # -- sources ---------------------------------------------------------------
-    def read_schema(self, src: BatchSource) -> dict[str, Any] | None:
-        """The Polars schema of a batch source, or None when it cannot be read now."""
-        import polars as pl
+    def read_schema(self, src: BatchSource, *, file: str) -> dict[str, Any] | None:
+        """The Polars schema of a batch source, or None when it cannot be read now.
 
-        path = src.path
-        if "://" not in path and not Path(path).is_absolute():
-            path = str(self.repo / path)
+        Read once per source: views sharing a source share the answer (and any error).
+        """
+        key = (src.name, src.path, str(src.format))
+        if key not in self.schemas:
+            self.schemas[key] = self._read_schema(src, file=file)
+        return self.schemas[key]
+
+    def _read_schema(self, src: BatchSource, *, file: str) -> dict[str, Any] | None:
         try:
-            if src.format == "parquet":
-                return dict(pl.scan_parquet(path).collect_schema())
-            return dict(
-                pl.scan_delta(
-                    path, storage_options=dict(src.storage_options) or None
-                ).collect_schema()
-            )
-        except Exception as exc:  # unreadable now (not created yet, no credentials)
-            self.warnings.append(
-                f"BatchSource {src.name!r}: schema not checked, cannot read "
-                f"{src.path}: {str(exc).splitlines()[0]}"
-            )
+            return read_source_schema(batch_source_spec(src), repo=self.repo)
+        except DataError as exc:
+            if is_local_file(resolve(src.path, self.repo)):
+                # There, but not readable (truncated, not Parquet): every backfill would fail.
+                self.err(
+                    exc.message,
+                    file=self.files.get(("batch_source", src.name), file),
+                    obj=f"BatchSource {src.name!r}",
+                    field="path",
+                    value=src.path,
+                    hint=exc.hint,
+                )
+            else:  # not created yet, or not reachable from here (credentials)
+                self.warnings.append(f"BatchSource {src.name!r}: schema not checked: {exc.message}")
             return None
 
     # -- feature views -----------------------------------------------------------
@@ -160,7 +169,8 @@ class _Compiler:
         obj = f"FeatureView {fv.name!r}"
         src = fv.source
         batch = src if isinstance(src, BatchSource) else src.batch_source
-        schema = self.read_schema(batch)
+        schema = self.read_schema(batch, file=file)
+        read_from_file = schema is not None
         if schema is None and isinstance(src, KafkaSource):
             # The history is not readable now: check against the stream's declared
             # schema; the stream worker stamps created_ts itself when events lack it.
@@ -184,6 +194,8 @@ class _Compiler:
                         field=f"source.{what}",
                         hint=f"columns: {', '.join(schema)}",
                     )
+                elif col is not None and read_from_file:
+                    self._check_timestamp(schema[col], file=file, obj=obj, what=what)
             full, expr_errors = output_schema(schema, fv.transform or {})
             for name, text in expr_errors.items():
                 self.err(
@@ -219,6 +231,19 @@ class _Compiler:
                         hint=f"columns: {', '.join(full)}",
                     )
         full_schema = full if schema is not None else {}
+        if fv.aggregations and fv.ttl_us is not None:
+            # SEMANTICS: the window alone says which events count, in training and
+            # online alike; a TTL would make online values expire where training
+            # still has them (a skew the audit could only call unexplained).
+            self.err(
+                "a TTL does not apply to windowed aggregations",
+                file=file,
+                obj=obj,
+                field="ttl",
+                value=fv.ttl,
+                hint="give ttl=None; each aggregation's window says which events count, "
+                "and [online_store] retention how long records are kept",
+            )
         aggs = []
         for agg in fv.aggregations:
             if agg.hop_us and agg.window_us and agg.window_us % agg.hop_us:
@@ -263,7 +288,7 @@ class _Compiler:
                     field="entities",
                     hint="assign the Entity to a module-level name in the repo",
                 )
-        return {
+        spec = {
             "entities": [e.name for e in fv.entities],
             "join_keys": _fields(fv.join_keys),
             "source": source_spec(src),
@@ -274,6 +299,33 @@ class _Compiler:
             "online": fv.online,
             "metadata": fv.metadata_dict(),
         }
+        for where, message, hint in view_column_problems(spec):
+            self.err(message, file=file, obj=obj, field=where, hint=hint)
+        return spec
+
+    def _check_timestamp(self, dtype: Any, *, file: str, obj: str, what: str) -> None:
+        """The rule of ``_time.utc_column``, which every backfill applies: a tz-aware
+        datetime column (SEMANTICS: Time)."""
+        import polars as pl
+
+        if not isinstance(dtype, pl.Datetime):
+            self.err(
+                f"timestamp column has dtype {dtype}, not a datetime",
+                file=file,
+                obj=obj,
+                field=f"source.{what}",
+                hint="store it as a tz-aware datetime (e.g. "
+                "pl.col(c).str.to_datetime().dt.replace_time_zone('UTC')) or name another column",
+            )
+        elif dtype.time_zone is None:
+            self.err(
+                "timestamp column is naive (no time zone)",
+                file=file,
+                obj=obj,
+                field=f"source.{what}",
+                hint="write it with a time zone, e.g. .dt.replace_time_zone('UTC') "
+                "if the values are UTC",
+            )
 
     def _check_column(
         self, schema: dict[str, Any], name: str, dtype: str, *, file: str, obj: str, what: str
@@ -386,7 +438,35 @@ class _Compiler:
                 )
         return {"features": list(svc.refs), "metadata": svc.metadata_dict()}
 
+    def check_names(self, item: Found) -> None:
+        """Names end up in feature references ("view:feature") and online store keys.
+        The definitions insist on identifiers; this guards objects built around them."""
+        o = item.obj
+        kind = type(o).__name__
+        names = [("name", o.name)]
+        names += [(f"features[{n!r}]", n) for n in getattr(o, "feature_names", ())]
+        for where, name in names:
+            why = key_name_problem(name) if isinstance(name, str) else "is not a string"
+            if why:
+                self.err(
+                    f"name {why}",
+                    file=item.file,
+                    obj=f"{kind} {o.name!r}",
+                    field=where,
+                    value=name,
+                    hint="use letters, digits and underscores",
+                )
+
     def run(self, found: list[Found]) -> RepoPlan:
+        why = key_name_problem(self.project)
+        if why:
+            self.err(
+                f"project name {why}",
+                file="featurestore.toml",
+                obj=f"project {self.project!r}",
+                field="project.name",
+                hint="use letters, digits, '_' or '-'",
+            )
         by_key: dict[tuple[str, str], Found] = {}
         for item in found:
             kind = _KIND_OF[type(item.obj)]
@@ -429,6 +509,7 @@ class _Compiler:
         for (_, name), item in sorted(by_key.items(), key=lambda kv: order[kv[0][0]]):
             if item.obj.problems:
                 continue
+            self.check_names(item)
             o = item.obj
             spec: dict[str, Any]
             if isinstance(o, Entity):

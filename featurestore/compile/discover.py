@@ -36,6 +36,23 @@ def python_files(repo: Path) -> list[Path]:
     return out
 
 
+def _import_problem(exc: BaseException, *, path: Path, rel: str) -> DefinitionError:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+    line = f":{frames[-1].lineno}" if frames else ""
+    if isinstance(exc, SystemExit):
+        return DefinitionError(
+            f"called sys.exit({exc.code!r}) while being imported",
+            file=f"{rel}{line}",
+            hint="definition files are imported, not run: move script code under "
+            '`if __name__ == "__main__":`',
+        )
+    return DefinitionError(
+        f"failed to import: {type(exc).__name__}: {exc}",
+        file=f"{rel}{line}",
+        hint="fix the Python error in this file",
+    )
+
+
 def discover(repo: Path) -> tuple[list[Found], list[DefinitionError]]:
     """Import each Python file of ``repo`` and collect its definitions.
 
@@ -60,18 +77,12 @@ def discover(repo: Path) -> tuple[list[Found], list[DefinitionError]]:
             rel = str(path.relative_to(repo))
             try:
                 module = importlib.import_module(module_name)
-            except Exception as exc:  # user code: report it, keep reading other files
-                frames = [
-                    f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)
-                ]
-                line = f":{frames[-1].lineno}" if frames else ""
-                problems.append(
-                    DefinitionError(
-                        f"failed to import: {type(exc).__name__}: {exc}",
-                        file=f"{rel}{line}",
-                        hint="fix the Python error in this file",
-                    )
-                )
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # user code: report it, read the other files
+                # SystemExit too: a definitions file that calls sys.exit() would
+                # otherwise end `apply` with its exit code and nothing applied.
+                problems.append(_import_problem(exc, path=path, rel=rel))
                 continue
             for value in vars(module).values():
                 # A definition imported from another repo file counts once, where it

@@ -14,6 +14,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,8 +25,14 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from featurestore._redact import redact_url
 from featurestore.compile.plan import ObjectPlan, RepoPlan
-from featurestore.errors import RegistryConflictError, RegistryError, VersionNotFoundError
+from featurestore.errors import (
+    RegistryConflictError,
+    RegistryError,
+    RegistryUnavailable,
+    VersionNotFoundError,
+)
 from featurestore.registry import schema
 from featurestore.registry.diff import PlanDiff, diff_plans
 
@@ -72,6 +80,41 @@ def _default_author() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+# Words of driver messages for a database that may come back (psycopg, sqlite3).
+_TRANSIENT = (
+    "connection refused",
+    "timeout",
+    "timed out",
+    "could not connect",
+    "server closed",
+    "connection reset",
+    "terminating connection",
+    "database is locked",
+    "could not translate host name",
+    "no route to host",
+)
+
+
+def unavailable(exc: OperationalError, *, url: str, doing: str) -> RegistryError:
+    """A typed error for a failed registry operation, its URL without the password.
+
+    Retryable when the driver says the database is unreachable or busy; not when it
+    refused us (wrong password, no such database), which a retry cannot fix."""
+    reason = str(exc.orig).strip() or type(exc.orig).__name__
+    where = f"registry {redact_url(url)}"
+    if any(word in reason.lower() for word in _TRANSIENT):
+        return RegistryUnavailable(
+            f"{doing} failed: {reason}",
+            obj=where,
+            hint="check that the registry database is running and reachable, then retry",
+        )
+    return RegistryError(
+        f"{doing} failed: {reason}",
+        obj=where,
+        hint="check [registry] url in featurestore.toml (or FEATURESTORE_REGISTRY_URL)",
+    )
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE so
     that writers queue instead of failing half-way."""
@@ -112,11 +155,7 @@ class Registry:
         try:
             schema.metadata.create_all(self.engine)
         except OperationalError as exc:
-            raise RegistryError(
-                f"cannot open the registry: {exc.orig}",
-                obj=f"registry {url}",
-                hint="check the registry URL in featurestore.toml",
-            ) from exc
+            raise unavailable(exc, url=url, doing="opening the registry") from exc
         except IntegrityError:
             # Another process created the tables at the same moment (PostgreSQL
             # catalog race); they exist now.
@@ -125,13 +164,22 @@ class Registry:
     def close(self) -> None:
         self.engine.dispose()
 
+    @contextmanager
+    def _reading(self, doing: str) -> Iterator[Connection]:
+        """A connection whose driver failures become typed, redacted errors."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise unavailable(exc, url=self.url, doing=doing) from exc
+
     # -- reading ---------------------------------------------------------------
     def head(self, *, fresh: bool = False) -> int:
         """The newest version (0 when nothing was applied). Cached briefly."""
         now = time.monotonic()
         if not fresh and self._head and now - self._head[0] < self.head_cache_seconds:
             return self._head[1]
-        with self.engine.connect() as conn:
+        with self._reading("reading the head version") as conn:
             value = self._head_in(conn)
         self._head = (now, value)
         return value
@@ -149,7 +197,7 @@ class Registry:
             cached = self._snapshots.get(version)
         if cached is not None:
             return cached
-        with self.engine.connect() as conn:
+        with self._reading("reading a registry version") as conn:
             snap = self._snapshot_in(conn, version)
         with self._lock:
             self._snapshots[version] = snap
@@ -193,7 +241,7 @@ class Registry:
 
     def history(self) -> list[VersionInfo]:
         v = schema.versions.c
-        with self.engine.connect() as conn:
+        with self._reading("reading the history") as conn:
             rows = conn.execute(
                 sa.select(schema.versions).where(v.project == self.project).order_by(v.version)
             ).all()
@@ -205,7 +253,7 @@ class Registry:
     def object_history(self, kind: str, name: str) -> list[dict[str, Any]]:
         """Every revision of one object: registry version, hash, removed."""
         o = schema.objects.c
-        with self.engine.connect() as conn:
+        with self._reading("reading an object's history") as conn:
             rows = conn.execute(
                 sa.select(o.revision, o.registry_version, o.hash, o.removed)
                 .where(o.project == self.project, o.kind == kind, o.name == name)
@@ -274,11 +322,7 @@ class Registry:
                 hint="run `featurestore plan` again, review, then apply",
             ) from exc
         except OperationalError as exc:
-            raise RegistryError(
-                f"registry write failed: {exc.orig}",
-                obj=f"registry {self.url}",
-                hint="nothing was written; retry",
-            ) from exc
+            raise unavailable(exc, url=self.url, doing="writing (nothing was written)") from exc
         self._head = None
         return ApplyResult(version=version, created=True, diff=diff)
 
@@ -333,7 +377,7 @@ class Registry:
     # -- watermarks (materialization progress) ---------------------------------
     def get_watermark(self, name: str) -> int | None:
         w = schema.watermarks.c
-        with self.engine.connect() as conn:
+        with self._reading("reading a watermark") as conn:
             value = conn.execute(
                 sa.select(w.value_us).where(w.project == self.project, w.name == name)
             ).scalar()
@@ -342,15 +386,18 @@ class Registry:
     def set_watermark(self, name: str, value_us: int) -> None:
         w = schema.watermarks.c
         now = datetime.now(UTC)
-        with self.engine.begin() as conn:
-            updated = conn.execute(
-                schema.watermarks.update()
-                .where(w.project == self.project, w.name == name)
-                .values(value_us=value_us, updated_at=now)
-            ).rowcount
-            if not updated:
-                conn.execute(
-                    schema.watermarks.insert().values(
-                        project=self.project, name=name, value_us=value_us, updated_at=now
+        try:
+            with self.engine.begin() as conn:
+                updated = conn.execute(
+                    schema.watermarks.update()
+                    .where(w.project == self.project, w.name == name)
+                    .values(value_us=value_us, updated_at=now)
+                ).rowcount
+                if not updated:
+                    conn.execute(
+                        schema.watermarks.insert().values(
+                            project=self.project, name=name, value_us=value_us, updated_at=now
+                        )
                     )
-                )
+        except OperationalError as exc:
+            raise unavailable(exc, url=self.url, doing="writing a watermark") from exc

@@ -3,8 +3,9 @@
 Routes:
 
 - ``POST /v1/features/online``: feature values for entities (see ``lookup.py``);
-- ``GET /health``: liveness, no I/O;
-- ``GET /ready``: pings the online store and the registry; 503 when either is down;
+- ``GET|HEAD /health``: liveness, no I/O;
+- ``GET /ready``: pings the online store and the registry; 503 when either is down
+  or the served version has nothing to serve (it names a refused newer version);
 - ``GET /metrics``: Prometheus text (see ``metrics.py``);
 - ``GET /docs``, ``GET /openapi.json``: the API, documented.
 
@@ -34,9 +35,9 @@ from featurestore.server.metrics import METRICS_DIR_ENV, ServerMetrics
 from featurestore.server.models import (
     ErrorResponse,
     HealthResponse,
-    OnlineFeaturesRequest,
     OnlineFeaturesResponse,
     ReadyResponse,
+    request_schema,
 )
 from featurestore.server.options import ServerOptions
 from featurestore.server.state import GuardedStore, Serving
@@ -49,7 +50,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         401: "No or wrong API key (when server.api_keys is set).",
         403: "The key may not use this feature service.",
         404: "A feature, view or feature service is not registered (named in the body).",
-        413: "Too many entities, or the body is larger than the limit.",
+        408: "The body did not arrive within server.body_timeout_seconds.",
+        413: "Too many entities or feature references, or the body is larger than the limit.",
+        415: "The Content-Type is not application/json.",
         422: "The request is malformed: the body names the field, the value and the fix.",
         503: "The online store is unreachable; retry after the Retry-After seconds.",
     }.items()
@@ -120,11 +123,22 @@ def create_app(
         auth=Authenticator(opts.api_keys, opts.service_keys),
         metrics=metrics,
         max_entities=opts.max_entities,
+        max_features=opts.max_features,
         feature_logger=feature_logger,
     )
-    access_log = AccessLog(sample=opts.access_log_sample)
+    if feature_logger is not None:
+        metrics.watch_feature_log(feature_logger.stats)
+    access_log = AccessLog(
+        sample=opts.access_log_sample,
+        error_lines_per_second=opts.access_log_error_lines_per_second,
+        metrics=metrics,
+    )
     endpoint = LookupEndpoint(
-        handler=handler, metrics=metrics, access_log=access_log, max_body_bytes=opts.max_body_bytes
+        handler=handler,
+        metrics=metrics,
+        access_log=access_log,
+        max_body_bytes=opts.max_body_bytes,
+        body_timeout_seconds=opts.body_timeout_seconds,
     )
 
     @asynccontextmanager
@@ -163,9 +177,7 @@ def create_app(
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {
-                    "application/json": {"schema": OnlineFeaturesRequest.model_json_schema()}
-                },
+                "content": {"application/json": {"schema": request_schema()}},
             }
         },
         tags=["features"],
@@ -178,8 +190,12 @@ def create_app(
 
     @app.get("/health", response_model=HealthResponse, tags=["operations"])
     async def health() -> dict[str, Any]:
-        """Liveness: the process answers. Does no I/O."""
+        """Liveness: the process answers. Does no I/O. ``HEAD /health`` answers too."""
         return {"status": "ok", "registry_version": serving.state.version, "pid": os.getpid()}
+
+    @app.head("/health", include_in_schema=False)
+    async def health_head() -> Response:
+        return Response(status_code=200, media_type="application/json")
 
     @app.get(
         "/ready",
@@ -201,16 +217,26 @@ def create_app(
                 serving.store.registry.head(fresh=True)
         except Exception as exc:
             registry = f"unavailable: {exc}"
-        version = serving.state.version
-        if registry == "ok" and version == 0:
+        state = serving.state
+        if registry == "ok" and state.version == 0:
             registry = "no version applied yet: run `featurestore apply`"
+        elif registry == "ok" and state.serves_nothing:
+            registry = (
+                f"version {state.version} serves nothing (no views or services): "
+                "was the registry rolled back? run `featurestore apply` or roll forward"
+            )
         ok = online == "ok" and registry == "ok"
-        doc = {
+        doc: dict[str, Any] = {
             "status": "ready" if ok else "not ready",
-            "registry_version": version,
+            "registry_version": state.version,
             "online_store": online,
             "registry": registry,
         }
+        rejected = serving.rejected
+        if rejected is not None:
+            # still ready: the last good version serves; the operator fixes the head
+            doc["rejected_version"] = rejected.version
+            doc["rejected_reason"] = rejected.reason
         return JSONResponse(doc, status_code=200 if ok else 503)
 
     @app.get(

@@ -10,13 +10,19 @@ is FastAPI's, which also documents the lookup route.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from featurestore.server.accesslog import AccessLog
-from featurestore.server.errors import PayloadTooLarge, error_response
+from featurestore.server.errors import (
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+    error_response,
+)
 from featurestore.server.lookup import LookupHandler
 from featurestore.server.metrics import ServerMetrics
 
@@ -55,22 +61,27 @@ class LookupEndpoint:
         metrics: ServerMetrics,
         access_log: AccessLog,
         max_body_bytes: int,
+        body_timeout_seconds: float = 10.0,
     ) -> None:
         self.handler = handler
         self.metrics = metrics
         self.access_log = access_log
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         authorization: bytes | None = None
         length: bytes | None = None
         request_id: str | None = None
+        content_type = b""
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value
             elif name == b"content-length":
                 length = value
+            elif name == b"content-type":
+                content_type = value
             elif name == b"x-request-id":
                 # the feature log keys rows by it, so a caller can find its request
                 request_id = value[:128].decode("latin-1")
@@ -78,7 +89,17 @@ class LookupEndpoint:
         extra: list[tuple[bytes, bytes]] = []
         entities = 0
         try:
-            body = await self._body(receive, length)
+            # JSON only: a browser page may POST text/plain or a form cross-origin
+            # without a preflight; application/json needs one (CORS)
+            if content_type != b"application/json" and not _is_json(content_type):
+                raise UnsupportedMediaType(content_type[:100].decode("latin-1") or "(none)")
+            received = [0]  # bytes so far, for the 408 message
+            try:
+                # a client that stalls mid-body must not hold the connection
+                async with asyncio.timeout(self.body_timeout):
+                    body = await self._body(receive, length, received)
+            except TimeoutError:
+                raise RequestTimeout(self.body_timeout, received[0]) from None
             if body is None:
                 return  # the client went away; nobody to answer
             out, req = self.handler(body, authorization, request_id)
@@ -113,7 +134,9 @@ class LookupEndpoint:
                 },
             )
 
-    async def _body(self, receive: Receive, length: bytes | None) -> bytes | None:
+    async def _body(
+        self, receive: Receive, length: bytes | None, received: list[int]
+    ) -> bytes | None:
         """The whole body, or None when the client left. Too large: read and drop up
         to DRAIN_FACTOR times the limit first, so that a simple client that sends
         everything before reading gets the 413 instead of a reset connection."""
@@ -130,6 +153,7 @@ class LookupEndpoint:
             chunk = message.get("body", b"")
             more = message.get("more_body", False)
             size += len(chunk)
+            received[0] = size
             if size <= limit:
                 chunks.append(chunk)
             elif size > limit * DRAIN_FACTOR:
@@ -145,6 +169,11 @@ class LookupEndpoint:
             value=size,
             hint="send fewer entities per request (server.max_body_bytes sets the limit)",
         )
+
+
+def _is_json(content_type: bytes) -> bool:
+    """``application/json``, with parameters (``; charset=utf-8``) or in other case."""
+    return content_type.split(b";", 1)[0].strip().lower() == b"application/json"
 
 
 class RouteMetricsMiddleware:

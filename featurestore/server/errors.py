@@ -6,7 +6,7 @@ error                                      status  extra
 ``UnknownFeatureError``, ``UnknownServiceError``  404
 ``RequestError``, ``DataError``            422
 ``StoreError`` / ``RegistryError`` that is retryable  503  ``Retry-After``
-an ``HttpProblem`` (auth, size limits)     its own  (401 adds ``WWW-Authenticate``)
+an ``HttpProblem`` (auth, limits, media)  its own  401, 403, 408, 413, 415
 anything else                              500
 =========================================  ======  ==========================
 
@@ -69,6 +69,31 @@ class PayloadTooLarge(HttpProblem):
         # the unread rest of the body would be taken for the next request: close
         super().__init__(
             413, message, field=field, value=value, hint=hint, headers={"connection": "close"}
+        )
+
+
+class UnsupportedMediaType(HttpProblem):
+    def __init__(self, value: str) -> None:
+        # the body was not read: it would be taken for the next request, so close
+        super().__init__(
+            415,
+            "the request body must be JSON",
+            field="Content-Type",
+            value=value,
+            hint="send the header 'Content-Type: application/json'",
+            headers={"connection": "close"},
+        )
+
+
+class RequestTimeout(HttpProblem):
+    def __init__(self, seconds: float, received: int) -> None:
+        super().__init__(
+            408,
+            f"the request body did not arrive within {seconds:g} s",
+            field="body",
+            value=f"{received} bytes received",
+            hint="send the whole body at once (server.body_timeout_seconds sets the limit)",
+            headers={"connection": "close"},
         )
 
 

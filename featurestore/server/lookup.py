@@ -36,6 +36,11 @@ KEYS = (
     "request_data",
 )
 _EXAMPLE = '{"entities": {"driver_id": [1001]}, "features": ["driver_hourly_stats:conv_rate"]}'
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# request_time as microseconds: years 1 to 9999, what a datetime (and the log) can hold
+REQUEST_TIME_MIN_US, REQUEST_TIME_MAX_US = -62_135_596_800_000_000, 253_402_300_799_999_999
+DEFAULT_MAX_FEATURES = 1000
+_SCALARS = (int, float, str, bool)
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,15 @@ class LookupRequest:
     request_data: dict[str, list[Any]] | None = None
 
 
-def parse_request(body: bytes, *, max_entities: int) -> LookupRequest:
-    """A checked lookup request, or a ``RequestError`` naming what is wrong."""
+def parse_request(
+    body: bytes, *, max_entities: int, max_features: int = DEFAULT_MAX_FEATURES
+) -> LookupRequest:
+    """A checked lookup request, or a ``RequestError`` naming what is wrong.
+
+    Every value is checked to be a scalar here, before any work: a nested list
+    would otherwise reach the store or an on-demand transform (issue 15: depth
+    1000 cost a minute of CPU on the event loop). Error values name the type, never
+    echo a nested value (its repr alone may recurse too deep)."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -83,14 +95,14 @@ def parse_request(body: bytes, *, max_entities: int) -> LookupRequest:
             field="features" if features is not None else "feature_service",
             hint='e.g. "features": ["view:feature"] or "feature_service": "name"',
         )
-    refs = None if features is None else _features(features)
+    refs = None if features is None else _features(features, max_features)
     if service is not None and (not isinstance(service, str) or not service):
         raise RequestError(
-            "must be the name of a feature service", field="feature_service", value=service
+            "must be the name of a feature service", field="feature_service", value=_kind(service)
         )
     full = doc.get("full_feature_names", False)
     if not isinstance(full, bool):
-        raise RequestError("must be true or false", field="full_feature_names", value=full)
+        raise RequestError("must be true or false", field="full_feature_names", value=_kind(full))
     when = doc.get("request_time")
     request_time_us = None
     if when is not None:
@@ -98,7 +110,7 @@ def parse_request(body: bytes, *, max_entities: int) -> LookupRequest:
             raise RequestError(
                 "must be microseconds since the epoch or an ISO 8601 time with a zone",
                 field="request_time",
-                value=when,
+                value=_kind(when),
             )
         try:
             request_time_us = to_us(when, what="request_time")
@@ -109,17 +121,91 @@ def parse_request(body: bytes, *, max_entities: int) -> LookupRequest:
                 value=when,
                 hint="e.g. 2026-01-08T12:00:00Z",
             ) from None
-    data = doc.get("request_data")
-    if data is not None and (
-        not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values())
-    ):
+        if not REQUEST_TIME_MIN_US <= request_time_us <= REQUEST_TIME_MAX_US:
+            raise RequestError(
+                "is out of range: years 1 to 9999 only",
+                field="request_time",
+                value=when,
+                hint="give microseconds since the epoch, e.g. 1767873600000000",
+            )
+    data = _request_data(doc.get("request_data"))
+    return LookupRequest(entities, refs, service, full, request_time_us, size, data)
+
+
+def _kind(value: Any) -> str:
+    """What a rejected value is, without echoing it (it may be nested 1000 deep)."""
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        return f"an object of {len(value)} keys"
+    return repr(value)[:100]
+
+
+def _request_data(data: Any) -> dict[str, list[Any]] | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict):
         raise RequestError(
             "must be an object mapping each request field to a list of values, one per entity",
             field="request_data",
-            value=data,
+            value=_kind(data),
             hint='e.g. "request_data": {"val_to_add": [1, 2]}',
         )
-    return LookupRequest(entities, refs, service, full, request_time_us, size, data)
+    for name, column in data.items():
+        if not isinstance(column, list):
+            raise RequestError(
+                "must be a list of values, one per entity",
+                field=f"request_data.{name}",
+                value=_kind(column),
+                hint=f'e.g. "{name}": [1.5, 2.0]',
+            )
+        for i, v in enumerate(column):
+            if isinstance(v, list):  # a list-typed request field: one level of scalars
+                for j, item in enumerate(v):
+                    _request_scalar(item, f"request_data.{name}[{i}][{j}]")
+            else:
+                _request_scalar(v, f"request_data.{name}[{i}]")
+    return data
+
+
+def _request_scalar(v: Any, field: str) -> None:
+    if v is not None and not isinstance(v, _SCALARS):
+        raise RequestError(
+            "must be a number, a string, true/false or null",
+            field=field,
+            value=_kind(v),
+            hint="request fields are scalars of their declared dtype, one per entity",
+        )
+    if type(v) is int and not INT64_MIN <= v <= INT64_MAX:
+        raise RequestError(
+            "is out of the int64 range",
+            field=field,
+            value=v,
+            hint=f"integers must lie within {INT64_MIN} and {INT64_MAX}",
+        )
+
+
+def _key_column(key: str, column: list[Any]) -> None:
+    """Join key values are integers within int64, strings, booleans or null."""
+    for i, v in enumerate(column):
+        t = type(v)
+        if t is int:
+            if INT64_MIN <= v <= INT64_MAX:
+                continue
+            raise RequestError(
+                "is out of the int64 range",
+                field=f"entities.{key}[{i}]",
+                value=v,
+                hint=f"join keys must lie within {INT64_MIN} and {INT64_MAX}",
+            )
+        if t is str or t is bool or v is None:
+            continue
+        raise RequestError(
+            "must be an integer, a string or null",
+            field=f"entities.{key}[{i}]",
+            value=_kind(v),
+            hint=f'e.g. "{key}": [1001, 1002]',
+        )
 
 
 def _entities(value: Any, max_entities: int) -> tuple[dict[str, list[Any]], int]:
@@ -131,7 +217,7 @@ def _entities(value: Any, max_entities: int) -> tuple[dict[str, list[Any]], int]
         raise RequestError(
             "must be a non-empty object mapping each join key to a list of values",
             field="entities",
-            value=value,
+            value=_kind(value),
             hint='e.g. "entities": {"driver_id": [1001, 1002]}',
         )
     size = -1
@@ -140,7 +226,7 @@ def _entities(value: Any, max_entities: int) -> tuple[dict[str, list[Any]], int]
             raise RequestError(
                 "must be a list of key values",
                 field=f"entities.{key}",
-                value=column,
+                value=_kind(column),
                 hint=f'e.g. "{key}": [1001, 1002]',
             )
         if not column:
@@ -153,7 +239,7 @@ def _entities(value: Any, max_entities: int) -> tuple[dict[str, list[Any]], int]
             raise RequestError(
                 "entity key columns have different lengths",
                 field="entities",
-                value={k: len(v) if isinstance(v, list) else v for k, v in value.items()},
+                value={k: len(v) if isinstance(v, list) else _kind(v) for k, v in value.items()},
                 hint="give one value per entity in every key column",
             )
     if size > max_entities:
@@ -163,15 +249,26 @@ def _entities(value: Any, max_entities: int) -> tuple[dict[str, list[Any]], int]
             value=size,
             hint=f"split the request into batches of at most {max_entities} entities",
         )
+    for key, column in value.items():
+        _key_column(key, column)
     return value, size
 
 
-def _features(value: Any) -> tuple[str, ...]:
+def _features(value: Any, max_features: int) -> tuple[str, ...]:
+    """The references, checked, in first-seen order without duplicates."""
     if not isinstance(value, list) or not value:
         raise RequestError(
             "must be a non-empty list of 'view:feature' references",
             field="features",
-            value=value,
+            value=_kind(value),
+        )
+    if len(value) > max_features:
+        # before any per-reference work: the plan cache keys on the whole list
+        raise PayloadTooLarge(
+            f"too many feature references: at most {max_features} per request",
+            field="features",
+            value=len(value),
+            hint="name a feature service instead, or raise server.max_features",
         )
     for i, ref in enumerate(value):
         if (
@@ -183,10 +280,10 @@ def _features(value: Any) -> tuple[str, ...]:
             raise RequestError(
                 "is not a feature reference",
                 field=f"features[{i}]",
-                value=ref,
+                value=_kind(ref),
                 hint="use 'view_name:feature_name'",
             )
-    return tuple(value)
+    return tuple(dict.fromkeys(value))
 
 
 class LookupHandler:
@@ -200,6 +297,7 @@ class LookupHandler:
         auth: Authenticator,
         metrics: ServerMetrics,
         max_entities: int,
+        max_features: int = DEFAULT_MAX_FEATURES,
         feature_logger: FeatureLogger | None = None,
     ) -> None:
         self.serving = serving
@@ -207,13 +305,14 @@ class LookupHandler:
         self.auth = auth
         self.metrics = metrics
         self.max_entities = max_entities
+        self.max_features = max_features
         self.feature_logger = feature_logger
 
     def __call__(
         self, body: bytes, authorization: bytes | None, request_id: str | None = None
     ) -> tuple[bytes, LookupRequest]:
         key = self.auth.check(authorization)
-        req = parse_request(body, max_entities=self.max_entities)
+        req = parse_request(body, max_entities=self.max_entities, max_features=self.max_features)
         self.auth.check_service(key, req.feature_service)
         plan = self.serving.plan(req.features, req.feature_service, req.full_feature_names)
         extra = [k for k in req.entities if k not in plan.join_keys]

@@ -23,7 +23,7 @@ import math
 import os
 import threading
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,31 @@ class ServerMetrics:
         self.store_up = Gauge(
             "featurestore_online_store_up", "1 when the last online store call succeeded."
         )
+        self.registry_rejected_version = Gauge(
+            "featurestore_registry_rejected_version",
+            "A registry version the server refused to adopt (it cannot serve it); "
+            "0 when none. The server keeps serving featurestore_registry_version.",
+        )
+        self.log_suppressed = Counter(
+            "featurestore_access_log_suppressed_total",
+            "Error lines left out of the access log by its rate limit, by status "
+            "(every request is still counted in featurestore_http_requests_total).",
+            ("status",),
+        )
+        self.feature_log_rows = Counter(
+            "featurestore_feature_log_rows_total",
+            "Feature-log rows by outcome: logged (queued), sampled_out, dropped (queue "
+            "full), written, failed (given up after retries).",
+            ("outcome",),
+        )
+        self.feature_log_write_errors = Counter(
+            "featurestore_feature_log_write_errors_total",
+            "Failed feature-log table writes (each may be retried).",
+            (),
+        )
+        self.feature_log_queued = Gauge(
+            "featurestore_feature_log_queued_rows", "Feature-log rows waiting to be written."
+        )
         self.all: tuple[Metric, ...] = (
             self.requests,
             self.errors,
@@ -214,13 +239,40 @@ class ServerMetrics:
             self.store_latency,
             self.freshness,
             self.registry_version,
+            self.registry_rejected_version,
             self.store_up,
+            self.log_suppressed,
+            self.feature_log_rows,
+            self.feature_log_write_errors,
+            self.feature_log_queued,
         )
+        # called before every snapshot: they copy counts kept elsewhere (feature log)
+        self._collectors: list[Callable[[], None]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def watch_feature_log(self, stats: Callable[[], Mapping[str, int]]) -> None:
+        """Export a feature logger's counters (``FeatureLogger.stats``)."""
+
+        def collect() -> None:
+            now = stats()
+            for outcome, key in (
+                ("logged", "logged"),
+                ("sampled_out", "sampled_out"),
+                ("dropped", "dropped"),
+                ("written", "written_rows"),
+                ("failed", "failed_rows"),
+            ):
+                self.feature_log_rows.series[(outcome,)] = float(now[key])
+            self.feature_log_write_errors.series[()] = float(now["write_errors"])
+            self.feature_log_queued.set(float(now["queued"]))
+
+        self._collectors.append(collect)
+
     # -- several processes -----------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
+        for collect in self._collectors:
+            collect()
         return {m.name: m.snapshot() for m in self.all}
 
     def _own_file(self) -> Path | None:

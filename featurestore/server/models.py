@@ -7,11 +7,26 @@ same documents.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-KeyValue = int | str | bool | None
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+KeyValue = Int64 | str | bool | None
+Scalar = Int64 | float | str | bool | None
+# one value per entity: a scalar, or a flat list for a list-typed request field
+RequestValue = Scalar | list[Scalar]
+# what the server enforces: exactly one of the two, a null one counting as absent
+ONE_OF_FEATURES: list[Any] = [
+    {
+        "required": ["features"],
+        "properties": {"features": {"type": "array"}, "feature_service": {"type": "null"}},
+    },
+    {
+        "required": ["feature_service"],
+        "properties": {"feature_service": {"type": "string"}, "features": {"type": "null"}},
+    },
+]
 
 
 class OnlineFeaturesRequest(BaseModel):
@@ -27,16 +42,17 @@ class OnlineFeaturesRequest(BaseModel):
                     "features": ["driver_hourly_stats:conv_rate", "driver_hourly_stats:acc_rate"],
                 },
                 {"entities": {"driver_id": [1001]}, "feature_service": "driver_ranking"},
-            ]
+            ],
+            "oneOf": ONE_OF_FEATURES,
         },
     )
 
-    entities: dict[str, list[KeyValue]] = Field(
+    entities: dict[str, Annotated[list[KeyValue], Field(min_length=1)]] = Field(
         min_length=1,
         description="Each join key -> one value per entity; every list has the same "
         "length (at least 1, at most server.max_entities). A null key reads as MISSING.",
     )
-    features: list[str] | None = Field(
+    features: list[Annotated[str, Field(pattern=r"^[^:]+:[^:]+$")]] | None = Field(
         default=None,
         min_length=1,
         description="Feature references 'view_name:feature_name'. Give this or feature_service.",
@@ -47,16 +63,29 @@ class OnlineFeaturesRequest(BaseModel):
     full_feature_names: bool = Field(
         default=False, description="Name outputs 'view__feature' instead of 'feature'."
     )
-    request_time: int | str | None = Field(
+    request_time: (
+        Annotated[int, Field(ge=-62_135_596_800_000_000, le=253_402_300_799_999_999)] | str | None
+    ) = Field(
         default=None,
-        description="The instant the TTL is judged at: microseconds since the epoch or "
-        "ISO 8601 with a zone. Default: now.",
+        description="The instant the TTL is judged at: microseconds since the epoch "
+        "(years 1 to 9999) or ISO 8601 with a zone. Default: now.",
     )
-    request_data: dict[str, list[Any]] | None = Field(
+    request_data: dict[str, list[RequestValue]] | None = Field(
         default=None,
         description="Request-time fields that on-demand features read: each field -> "
-        "one value per entity.",
+        "one value per entity, a scalar of the field's declared dtype.",
     )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> OnlineFeaturesRequest:
+        if (self.features is None) == (self.feature_service is None):
+            raise ValueError("give exactly one of 'features' and 'feature_service'")
+        return self
+
+
+def request_schema() -> dict[str, Any]:
+    """The JSON schema of the lookup request body, as ``/openapi.json`` shows it."""
+    return OnlineFeaturesRequest.model_json_schema()
 
 
 class FeatureColumn(BaseModel):
@@ -97,6 +126,12 @@ class HealthResponse(BaseModel):
 
 class ReadyResponse(BaseModel):
     status: Literal["ready", "not ready"]
-    registry_version: int
+    registry_version: int = Field(description="The registry version being served.")
     online_store: str
     registry: str
+    rejected_version: int | None = Field(
+        default=None,
+        description="A newer registry version the server refused because it cannot "
+        "serve it (the server stays ready on registry_version).",
+    )
+    rejected_reason: str | None = None

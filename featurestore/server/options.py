@@ -8,6 +8,13 @@ environment overrides: ``FEATURESTORE_API_KEYS`` (comma-separated),
 ``FEATURESTORE_SERVICE_KEYS`` (JSON, e.g. ``{"driver_ranking": ["key1"]}``),
 ``FEATURESTORE_MAX_BODY_BYTES``, ``FEATURESTORE_FEATURE_LOGGING`` (1/true) and
 ``FEATURESTORE_FEATURE_LOG_SAMPLE``.
+
+Limits and timeouts (docs/operations.md lists them all): ``max_features``
+(references per request), ``body_timeout_seconds`` (the whole body must arrive
+within it), ``header_timeout_seconds`` (the request line and headers must arrive
+within it), ``keep_alive_seconds`` (an idle keep-alive connection is closed after
+it) and ``access_log_error_lines_per_second``; each also read from the
+environment as ``FEATURESTORE_<NAME>`` in upper case.
 """
 
 from __future__ import annotations
@@ -39,6 +46,16 @@ class ServerOptions:
     # log served rows to the offline store for the skew audit (api/feature_log.py)
     feature_logging: bool = False
     feature_log_sample: float = 1.0
+    # feature references in one request (after removing duplicates: 413 past it)
+    max_features: int = 1000
+    # seconds: the whole request body must arrive within body_timeout (408 after),
+    # the request line and headers within header_timeout (closed after), and an idle
+    # keep-alive connection is closed after keep_alive
+    body_timeout_seconds: float = 10.0
+    header_timeout_seconds: float = 10.0
+    keep_alive_seconds: float = 5.0
+    # error lines per status code and second in the access log (the rest: counted)
+    access_log_error_lines_per_second: float = 10.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServerOptions:
@@ -61,7 +78,27 @@ class ServerOptions:
             feature_log_sample=_float_env("FEATURESTORE_FEATURE_LOG_SAMPLE")
             if "FEATURESTORE_FEATURE_LOG_SAMPLE" in os.environ
             else float(getattr(server, "feature_log_sample", 1.0)),
+            max_features=_int_env("FEATURESTORE_MAX_FEATURES")
+            or int(getattr(server, "max_features", cls.max_features)),
+            body_timeout_seconds=_seconds(server, "body_timeout_seconds"),
+            header_timeout_seconds=_seconds(server, "header_timeout_seconds"),
+            keep_alive_seconds=_seconds(server, "keep_alive_seconds"),
+            access_log_error_lines_per_second=_seconds(server, "access_log_error_lines_per_second"),
         )
+
+
+def _seconds(server: Any, name: str) -> float:
+    """A positive number from FEATURESTORE_<NAME>, else ``[server] name``, else the default."""
+    env = f"FEATURESTORE_{name.upper()}"
+    if env in os.environ:
+        value = _float_env(env)
+    else:
+        value = float(getattr(server, name, getattr(ServerOptions, name)))
+    if not value > 0:
+        raise DefinitionError(
+            "must be a positive number", obj="server options", field=name, value=value
+        )
+    return value
 
 
 def _int_env(name: str) -> int | None:

@@ -56,9 +56,13 @@ def run(
     import uvicorn
 
     from featurestore.config import load_settings
+    from featurestore.server.options import ServerOptions
+    from featurestore.server.protocol import HEADER_TIMEOUT_ENV, HeaderTimeoutProtocol
 
     settings = load_settings(repo)
     server = settings.config.server
+    options = ServerOptions.from_settings(settings)
+    os.environ[HEADER_TIMEOUT_ENV] = str(options.header_timeout_seconds)
     os.environ[REPO_ENV] = str(settings.repo)
     if registry_version is not None:
         os.environ[VERSION_ENV] = str(registry_version)
@@ -82,6 +86,10 @@ def run(
             access_log=False,  # our own structured, sampled access log replaces it
             log_level=log_level,
             proxy_headers=False,
+            # timeouts (docs/operations.md): headers by the protocol, the body by the
+            # lookup endpoint, idle keep-alive connections by uvicorn
+            http=HeaderTimeoutProtocol,
+            timeout_keep_alive=max(1, round(options.keep_alive_seconds)),
             **extra,
         )
     finally:

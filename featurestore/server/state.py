@@ -17,13 +17,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from featurestore.api.online import LookupPlan, build_lookup_plan
 from featurestore.api.store import FeatureStore
 from featurestore.compile import PlanIndex
-from featurestore.errors import OnlineStoreUnavailable
+from featurestore.errors import FeatureStoreError, OnlineStoreUnavailable
 from featurestore.server.metrics import ServerMetrics
 from featurestore.stores.online.base import (
     OnlineStore,
@@ -37,14 +39,34 @@ from featurestore.stores.online.base import (
 log = logging.getLogger("featurestore.server")
 
 PlanKey = tuple[tuple[str, ...] | None, str | None, bool]
-_MAX_PLANS = 512  # distinct feature lists kept per version; clients send a few
+# The lookup-plan cache is an LRU bounded twice: by entries, and by the feature
+# references their keys hold (issue 15: 300 lists of 27k references grew a worker
+# by 750 MB when only the entry count was bounded). Clients send a few lists.
+MAX_PLANS = 512
+MAX_PLAN_REFS = 100_000
+# After a bad head at start, how many older versions to try before giving up.
+_FALLBACK_VERSIONS = 20
 
 
 @dataclass
 class ServingState:
     version: int
     index: PlanIndex
-    plans: dict[PlanKey, LookupPlan] = field(default_factory=dict)
+    plans: OrderedDict[PlanKey, LookupPlan] = field(default_factory=OrderedDict)
+    plan_refs: int = 0  # references held by the keys of ``plans``
+
+    @property
+    def serves_nothing(self) -> bool:
+        """True for a version with no views and no services (e.g. after a rollback to 0)."""
+        return not (self.index.views or self.index.on_demand or self.index.services)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A registry version the server would not adopt, and why."""
+
+    version: int
+    reason: str
 
 
 class Serving:
@@ -63,47 +85,99 @@ class Serving:
         self.metrics = metrics
         self.pinned = pinned_version
         self.refresh_seconds = refresh_seconds
-        version = pinned_version if pinned_version is not None else store.registry.head(fresh=True)
-        self.state = self._state_for(version)
+        self.rejected: Rejected | None = None
+        self.metrics.registry_rejected_version.set(0.0)
+        if pinned_version is not None:
+            self.state = self._state_for(pinned_version)  # the operator's choice: fail loudly
+        else:
+            self.state = self._newest_servable(store.registry.head(fresh=True))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _state_for(self, version: int) -> ServingState:
-        state = ServingState(version, self.store.index(version))
+        """The state of ``version``, built and checked in full before anyone sees it."""
+        index = self.store.index(version)
+        check_servable(index, project=self.project, version=version, repo=self.store.repo)
+        state = ServingState(version, index)
         self.metrics.registry_version.set(float(version))
         return state
+
+    def _newest_servable(self, head: int) -> ServingState:
+        try:
+            return self._state_for(head)
+        except Exception as exc:
+            self._reject(head, exc)
+            first = exc
+        for version in range(head - 1, max(head - _FALLBACK_VERSIONS, 0) - 1, -1):
+            try:
+                return self._state_for(version)
+            except Exception as exc:
+                log.warning("registry version %d cannot be served either: %s", version, exc)
+        raise first
+
+    def _reject(self, version: int, exc: BaseException) -> None:
+        reason = str(exc) if isinstance(exc, FeatureStoreError) else repr(exc)
+        self.rejected = Rejected(version, reason[:500])
+        self.metrics.registry_rejected_version.set(float(version))
+        log.error(
+            "registry version %d cannot be served, keeping version %s: %s",
+            version,
+            getattr(getattr(self, "state", None), "version", "(none)"),
+            exc,
+        )
 
     def plan(
         self, features: tuple[str, ...] | None, service: str | None, full_names: bool
     ) -> LookupPlan:
         state = self.state  # one read: the refresher may swap it meanwhile
         key = (features, service, full_names)
-        plan = state.plans.get(key)
-        if plan is None:
-            plan = build_lookup_plan(
-                state.index,
-                project=self.project,
-                registry_version=state.version,
-                features=features,
-                feature_service=service,
-                full_feature_names=full_names,
-                repo=self.store.repo,
-            )
-            if len(state.plans) >= _MAX_PLANS:
-                state.plans.clear()
-            state.plans[key] = plan
+        plans = state.plans
+        plan = plans.get(key)
+        if plan is not None:
+            plans.move_to_end(key)
+            return plan
+        plan = build_lookup_plan(
+            state.index,
+            project=self.project,
+            registry_version=state.version,
+            features=features,
+            feature_service=service,
+            full_feature_names=full_names,
+            repo=self.store.repo,
+        )
+        plans[key] = plan
+        state.plan_refs += _weight(key)
+        while len(plans) > MAX_PLANS or (state.plan_refs > MAX_PLAN_REFS and len(plans) > 1):
+            old, _ = plans.popitem(last=False)
+            state.plan_refs -= _weight(old)
         return plan
 
     def refresh(self) -> bool:
-        """Load the registry head if it moved; True when the served version changed."""
+        """Adopt the registry head if it moved and can be served; True when the served
+        version changed. A head that cannot be served is rejected once (logged, in
+        ``/ready`` and the metrics) and the last good version stays."""
         if self.pinned is not None:
             return False
         head = self.store.registry.head(fresh=True)
         if head == self.state.version:
+            self._clear_rejection()
             return False
-        self.state = self._state_for(head)
+        if self.rejected is not None and self.rejected.version == head:
+            return False
+        try:
+            state = self._state_for(head)
+        except Exception as exc:
+            self._reject(head, exc)
+            return False
+        self.state = state
+        self._clear_rejection()
         log.info("serving registry version %d", head)
         return True
+
+    def _clear_rejection(self) -> None:
+        if self.rejected is not None:
+            self.rejected = None
+            self.metrics.registry_rejected_version.set(0.0)
 
     def start(self) -> None:
         if self.pinned is not None or self._thread is not None:
@@ -126,6 +200,38 @@ class Serving:
                 log.warning(
                     "registry refresh failed, serving version %d: %s", self.state.version, exc
                 )
+
+
+def _weight(key: PlanKey) -> int:
+    return 1 if key[0] is None else len(key[0])
+
+
+def check_servable(index: PlanIndex, *, project: str, version: int, repo: Path | None) -> None:
+    """Build a lookup plan for every online view, on-demand view and feature service
+    of ``index``: whatever a request could hit must plan, or the version is refused
+    (a definition that passed ``apply`` but clashes in the online layout, a changed
+    transform function...). Raises the first error."""
+
+    def dry_run(features: list[str] | None, service: str | None) -> None:
+        build_lookup_plan(
+            index,
+            project=project,
+            registry_version=version,
+            features=features,
+            feature_service=service,
+            full_feature_names=True,
+            repo=repo,
+        )
+
+    for name, view in index.views.items():
+        if view.online:
+            dry_run([f"{name}:{f}" for f in view.features], None)
+    for name, odfv in index.on_demand.items():
+        dry_run([f"{name}:{o['name']}" for o in odfv.spec["outputs"]], None)
+    for name in index.services:
+        refs = index.resolve(None, name)
+        if all(r.view in index.on_demand or index.view(r.view).online for r in refs):
+            dry_run(None, name)
 
 
 class GuardedStore:

@@ -20,7 +20,7 @@ driver = Entity(name="driver", join_keys={"driver_id": "int64"})
 trips = BatchSource(name="trips", path="data/trips.parquet", timestamp_field="ts",
                     created_timestamp_field="created")
 driver_trips = FeatureView(
-    name="driver_trips", entities=[driver], source=trips, ttl="30d",
+    name="driver_trips", entities=[driver], source=trips, ttl=None,
     transform={"fare_per_km": pl.col("fare") / pl.col("km")},
     aggregations=[
         Aggregation(name="trips_1h", column=None, function="count", window="1h"),
@@ -31,7 +31,7 @@ driver_trips = FeatureView(
     ],
 )
 """
-# Recent, so records stay within the online store's retention (2 x the 30d TTL).
+# Recent, so records stay within the online store's retention (the longest window + hop).
 T0 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=10)
 H = 3_600_000_000
 
@@ -241,7 +241,7 @@ def test_online_equals_training_at_the_materialization_time(store):
         assert all(_close(a, b) for a, b in pairs), name
 
 
-def test_later_materialization_replaces_earlier_and_ttl_expires(store):
+def test_later_materialization_replaces_earlier_and_values_never_expire(store):
     late, early = T0 + timedelta(days=2), T0 + timedelta(days=1)
     _materialize(store, late)
     again = _materialize(store, early)  # an older T never replaces a newer record
@@ -250,15 +250,24 @@ def test_later_materialization_replaces_earlier_and_ttl_expires(store):
         {"driver_id": [5]}, features=["driver_trips:max_fare"], request_time=late
     )
     assert resp.event_ts["max_fare"] == [int(late.timestamp() * 1_000_000)]
-    # TTL 30d: a request 30 days after T is EXPIRED, with a null value.
+    # SEMANTICS: the TTL does not apply to windowed aggregations. Long after the last
+    # event a lookup gives what training gives at that time: the lifetime max still,
+    # count 0 for an empty window; an entity with no record is MISSING with count 0.
+    far = late + timedelta(days=30)
     resp = store.get_online_features(
         {"driver_id": [5, 0]},
         features=["driver_trips:max_fare", "driver_trips:trips_1h"],
-        request_time=late + timedelta(days=30),
+        request_time=far,
     )
-    assert resp.statuses["max_fare"] == ["EXPIRED", "MISSING"]
-    assert resp.values["max_fare"] == [None, None]
-    assert resp.values["trips_1h"] == [None, 0]
+    assert resp.statuses["max_fare"] == ["PRESENT", "MISSING"]
+    spine = pl.DataFrame({"driver_id": [5, 0], "event_timestamp": [far, far]}).with_columns(
+        pl.col("event_timestamp").dt.cast_time_unit("us")
+    )
+    ev = pl.read_parquet(store.repo / "data" / "trips.parquet")
+    want = _brute(ev.filter(pl.col("ts") <= late), spine)
+    assert _close(resp.values["max_fare"][0], want["max_fare"][0])
+    assert resp.values["max_fare"][1] is None
+    assert resp.values["trips_1h"] == [0, 0]
 
 
 def test_a_request_before_materialization_time_is_answered_as_of_it(store):
@@ -282,5 +291,20 @@ def test_hop_must_divide_window(tmp_path):
     _events(50).write_parquet(repo / "data" / "trips.parquet")
     s = FeatureStore(repo)
     with pytest.raises(DefinitionError, match="hop must divide the window"):
+        s.apply()
+    s.close()
+
+
+def test_a_ttl_on_an_aggregated_view_is_a_definition_error(tmp_path):
+    """SEMANTICS: the TTL does not apply to windowed aggregations (online would expire
+    values that training still gives); apply refuses it, naming the view and field."""
+    from featurestore.errors import DefinitionError
+
+    bad = DEFS.replace("source=trips, ttl=None,", 'source=trips, ttl="30d",')
+    repo = write_repo(tmp_path / "repo", {"features.py": bad})
+    (repo / "data").mkdir()
+    _events(50).write_parquet(repo / "data" / "trips.parquet")
+    s = FeatureStore(repo)
+    with pytest.raises(DefinitionError, match="a TTL does not apply to windowed aggregations"):
         s.apply()
     s.close()

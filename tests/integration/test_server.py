@@ -152,8 +152,9 @@ class Server:
                 self.conn.close()
             self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         raw = body if isinstance(body, bytes | None) else json.dumps(body).encode()
+        sent = {"Content-Type": "application/json"} if raw is not None else {}
         try:
-            self.conn.request(method, path, body=raw, headers=headers or {})
+            self.conn.request(method, path, body=raw, headers={**sent, **(headers or {})})
             resp = self.conn.getresponse()
             data = resp.read()
         except (OSError, http.client.HTTPException):

@@ -147,3 +147,156 @@ def test_inline_entity_must_be_declared(tmp_path):
     )
     with pytest.raises(DefinitionErrors, match="not declared at module level"):
         compile_repo(repo, project="t")
+
+
+# -- plans a later step would refuse (issue 15, item 2) -------------------------
+
+
+def _stats_repo(tmp_path: Path, defs: str, *, project: str = "t") -> Path:
+    repo = write_repo(tmp_path / "r", {"defs.py": defs}, project=project)
+    pl.DataFrame(
+        {
+            "driver_id": [1],
+            "ts": pl.Series([0], dtype=pl.Datetime("us", "UTC")),
+            "naive_ts": pl.Series([0], dtype=pl.Datetime("us")),
+            "ts_text": ["2024-01-01"],
+            "x": [1.0],
+            "event_date": [1.0],
+        }
+    ).write_parquet(repo / "d.parquet")
+    return repo
+
+
+CLASHES = """
+import polars as pl
+from featurestore import Aggregation, BatchSource, Entity, FeatureView
+e = Entity(name="e", join_keys={"driver_id": "int64"})
+s = BatchSource(name="s", path="d.parquet", timestamp_field="ts")
+key_as_field = FeatureView(name="v1", entities=[e], source=s, ttl="1h",
+                           fields={"driver_id": "int64", "x": "float64"})
+reserved_field = FeatureView(name="v2", entities=[e], source=s, ttl="1h",
+                             fields={"event_date": "float64"})
+reserved_transform = FeatureView(name="v3", entities=[e], source=s, ttl="1h",
+                                 transform={"created_ts": pl.col("x") * 2},
+                                 fields={"created_ts": "float64"})
+agg_named_key = FeatureView(name="v4", entities=[e], source=s, ttl=None,
+                            aggregations=[Aggregation(name="driver_id", column="x",
+                                                      function="sum", window="1h")])
+agg_of_key = FeatureView(name="v5", entities=[e], source=s, ttl=None,
+                         aggregations=[Aggregation(name="n", column="driver_id",
+                                                   function="count_distinct", window="1h")])
+fine = FeatureView(name="v6", entities=[e], source=s, ttl="1h", fields={"x": "float64"})
+"""
+
+
+def test_column_clashes_are_rejected_all_at_once(tmp_path):
+    repo = _stats_repo(tmp_path, CLASHES)
+    with pytest.raises(DefinitionErrors) as info:
+        compile_repo(repo, project="t")
+    by_obj = {(e.obj, e.field): e for e in info.value.errors}
+    assert set(by_obj) == {
+        ("FeatureView 'v1'", "fields['driver_id']"),
+        ("FeatureView 'v2'", "fields['event_date']"),
+        ("FeatureView 'v3'", "fields['created_ts']"),
+        ("FeatureView 'v4'", "aggregations['driver_id']"),
+        ("FeatureView 'v5'", "aggregations column 'driver_id'"),
+    }, str(info.value)
+    assert "also the view's join key" in by_obj[("FeatureView 'v1'", "fields['driver_id']")].message
+    assert all(e.file == "defs.py" and e.hint for e in info.value.errors)
+
+
+def test_accepted_plans_build_their_store_layouts(tmp_path):
+    """What the compiler accepts, the offline and online stores accept too; and the
+    compiler's copy of the reserved names is the offline store's."""
+    from featurestore.compile import PlanIndex
+    from featurestore.compile.columns import RESERVED_COLUMNS
+    from featurestore.stores.offline.spec import RESERVED
+    from featurestore.stores.view_specs import offline_spec, online_schema, served_schema
+
+    assert RESERVED_COLUMNS == RESERVED
+    for repo, project in (
+        (quickstart(tmp_path / "qs"), "quickstart"),
+        (EXAMPLES / "rideshare", "r"),
+    ):
+        index = PlanIndex(compile_repo(repo, project=project).plan)
+        for view in index.views.values():
+            offline_spec(view)
+            online_schema(project, view)
+            served_schema(project, view)
+
+
+TIMESTAMPS = """
+from featurestore import BatchSource, Entity, FeatureView
+e = Entity(name="e", join_keys={"driver_id": "int64"})
+naive = BatchSource(name="naive", path="d.parquet", timestamp_field="naive_ts")
+text = BatchSource(name="text", path="d.parquet", timestamp_field="ts",
+                   created_timestamp_field="ts_text")
+v1 = FeatureView(name="v1", entities=[e], source=naive, ttl="1h", fields={"x": "float64"})
+v2 = FeatureView(name="v2", entities=[e], source=text, ttl="1h", fields={"x": "float64"})
+"""
+
+
+def test_timestamp_columns_of_the_wrong_type_are_rejected(tmp_path):
+    repo = _stats_repo(tmp_path, TIMESTAMPS)
+    with pytest.raises(DefinitionErrors) as info:
+        compile_repo(repo, project="t")
+    got = {(e.obj, e.field, e.message) for e in info.value.errors}
+    assert got == {
+        ("FeatureView 'v1'", "source.timestamp_field", "timestamp column is naive (no time zone)"),
+        (
+            "FeatureView 'v2'",
+            "source.created_timestamp_field",
+            "timestamp column has dtype String, not a datetime",
+        ),
+    }
+
+
+def test_a_corrupt_source_file_is_an_error_a_missing_one_a_warning(tmp_path):
+    defs = """
+    from featurestore import BatchSource, Entity, FeatureView
+    e = Entity(name="e", join_keys={"driver_id": "int64"})
+    s = BatchSource(name="s", path="d.parquet", timestamp_field="ts")
+    v = FeatureView(name="v", entities=[e], source=s, ttl="1h", fields={"x": "float64"})
+    w = FeatureView(name="w", entities=[e], source=s, ttl="2h", fields={"x": "float64"})
+    """
+    repo = write_repo(tmp_path / "r", {"defs.py": defs})
+    assert "schema not checked" in compile_repo(repo, project="t").warnings[0]
+    (repo / "d.parquet").write_text("not parquet")
+    with pytest.raises(DefinitionErrors) as info:
+        compile_repo(repo, project="t")
+    (err,) = info.value.errors  # one source, two views: reported once
+    assert (err.obj, err.field, err.value) == ("BatchSource 's'", "path", "d.parquet")
+    assert "cannot be read as parquet" in err.message
+
+
+def test_names_with_a_colon_are_rejected(tmp_path):
+    defs = """
+    from featurestore import BatchSource, Entity, FeatureService, FeatureView
+    e = Entity(name="e", join_keys={"driver_id": "int64"})
+    s = BatchSource(name="s", path="d.parquet", timestamp_field="ts")
+    v = FeatureView(name="v", entities=[e], source=s, ttl="1h", fields={"x": "float64"})
+    svc = FeatureService(name="svc", features=[v])
+    # Built around the constructor's checks, as a plugin or a migration might.
+    object.__setattr__(v, "name", "team:v")
+    object.__setattr__(svc, "name", "a:svc")
+    """
+    repo = _stats_repo(tmp_path, defs, project="my:project")
+    with pytest.raises(DefinitionErrors) as info:
+        compile_repo(repo, project="my:project")
+    got = {(e.obj, e.field) for e in info.value.errors}
+    assert ("project 'my:project'", "project.name") in got
+    assert ("FeatureView 'team:v'", "name") in got
+    assert ("FeatureService 'a:svc'", "name") in got
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["import sys\nsys.exit(0)\n", "raise SystemExit('bye')\n", "raise GeneratorExit\n"],
+)
+def test_a_definitions_file_that_exits_is_a_definition_error(tmp_path, body):
+    repo = write_repo(tmp_path / "r", {"defs.py": "x = 1\n" + body})
+    with pytest.raises(DefinitionErrors) as info:
+        compile_repo(repo, project="t")
+    (err,) = info.value.errors
+    assert err.file is not None and err.file.startswith("defs.py:")
+    assert err.hint

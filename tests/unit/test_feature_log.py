@@ -271,3 +271,64 @@ def test_table_names_and_settings_are_checked():
         FeatureLogger(None, project="t", sample_rates={"svc": 1.5})  # type: ignore[arg-type]
     with pytest.raises(DefinitionError, match="at least 1"):
         FeatureLogger(None, project="t", queue_size=0)  # type: ignore[arg-type]
+
+
+def test_adhoc_lists_over_the_same_views_share_one_table_with_a_stable_schema(tmp_path, index):
+    """Issue 15: one Delta table per distinct ad-hoc list (127 requests -> 127 tables).
+    Lists over the same views now share a table whose columns cover every feature."""
+    offline = DeltaOfflineStore(str(tmp_path / "offline"))
+    lists = [["typed:i8"], ["typed:s", "typed:i8"], ["typed:b"], ["typed:u32", "typed:f32"]]
+    with FeatureLogger(offline, project="t", index=lambda v: index) as logger:
+        for i, refs in enumerate(lists):
+            resp = _response()
+            names = [r.partition(":")[2] for r in refs]
+            resp.values = {n: resp.values[n] for n in names}
+            resp.statuses = {n: resp.statuses[n] for n in names}
+            resp.event_ts = {n: resp.event_ts[n] for n in names}
+            logger.log(resp, features=refs, request_id=f"r{i}")
+            if i == 0:  # the table exists after the first list
+                assert logger.flush(timeout=30)
+                first_schema = offline.read_table(log_table_name(features=refs)).collect().schema
+    assert logger.stats()["failed_rows"] == 0
+    tables = {log_table_name(features=refs) for refs in lists}
+    assert len(tables) == 1
+    assert sorted(p.name for p in (tmp_path / "offline" / "_feature_logs").iterdir()) == [
+        tables.pop().rpartition("/")[2]
+    ]
+    frame = offline.read_table(log_table_name(features=["typed:i8"])).collect()
+    assert frame.schema == first_schema  # every feature of the view from the first write
+    assert frame.height == 12
+    by_request = {r["request_id"]: r for r in frame.filter(pl.col("entity_index") == 0).to_dicts()}
+    assert by_request["r0"]["features"] == '["typed:i8"]'
+    assert by_request["r0"]["typed__i8"] == 5 and by_request["r0"]["typed__s"] is None
+    assert by_request["r0"]["typed__s__status"] is None  # not asked for
+    assert by_request["r1"]["typed__s"] == "a" and by_request["r1"]["typed__s__status"] == "PRESENT"
+    assert log_table_name(features=["typed:i8", "shops:score"]) != log_table_name(
+        features=["typed:i8"]
+    )
+
+
+def test_drops_and_write_failures_reach_the_metrics(tmp_path, index):
+    """Issue 15 (deploy/README.md promised it): the logger's counters in /metrics."""
+    from featurestore.server.metrics import ServerMetrics
+
+    slow = SlowOffline(DeltaOfflineStore(str(tmp_path / "offline")))
+    slow.gate.set()
+    slow.failures = 1
+    metrics = ServerMetrics()
+    with FeatureLogger(
+        slow, project="t", index=lambda v: index, queue_size=5, write_attempts=1
+    ) as logger:
+        metrics.watch_feature_log(logger.stats)
+        logger.log(_response(), feature_service="svc", request_id="fails")
+        assert logger.flush(timeout=30)
+        logger.log(_response(), feature_service="svc", request_id="ok")
+        logger.log(_response(), feature_service="svc", request_id="dropped")  # 6 > 5 rows
+        assert logger.flush(timeout=30)
+        text = metrics.render()
+    assert 'featurestore_feature_log_rows_total{outcome="dropped"} 3' in text
+    assert 'featurestore_feature_log_rows_total{outcome="failed"} 3' in text
+    assert 'featurestore_feature_log_rows_total{outcome="written"} 3' in text
+    assert 'featurestore_feature_log_rows_total{outcome="logged"} 6' in text
+    assert "featurestore_feature_log_write_errors_total 1" in text
+    assert "featurestore_feature_log_queued_rows 0" in text

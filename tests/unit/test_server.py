@@ -62,7 +62,7 @@ SERVICE = {"feature_service": "driver_ranking"}
 
 
 # -- parse_request -------------------------------------------------------------------------
-def _raises(body: Any, field: str, kind: type[Exception] = RequestError, max_entities: int = 10):
+def _raises(body: Any, field: str, kind: Any = RequestError, max_entities: int = 10):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     with pytest.raises(kind) as info:
         parse_request(raw, max_entities=max_entities)
@@ -118,10 +118,10 @@ def test_parse_request_names_what_is_wrong():
     _raises({"entities": {"k": [1]}, "feature_service": ""}, "feature_service")
     _raises({**ok, "full_feature_names": 1}, "full_feature_names")
     _raises({**ok, "request_time": True}, "request_time")
-    _raises({**ok, "request_time": "yesterday"}, "request_time")
+    _raises({**ok, "request_time": "yesterday"}, "request_time", (RequestError, DataError))
     _raises({**ok, "request_time": "2026-01-01T00:00:00"}, "request_time", DataError)
     _raises({**ok, "request_data": [1]}, "request_data")
-    _raises({**ok, "request_data": {"x": 1}}, "request_data")
+    _raises({**ok, "request_data": {"x": 1}}, "request_data.x")
     err = _raises({"entities": {"k": list(range(11))}, **SERVICE}, "entities", PayloadTooLarge)
     assert "at most 10" in err.message and err.value == 11
 
@@ -406,8 +406,9 @@ class Client:
     def request(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
     ) -> Response:
-        raw = None if body is None else json.dumps(body).encode()
-        self.conn.request(method, path, body=raw, headers=headers or {})
+        raw = body if isinstance(body, bytes | None) else json.dumps(body).encode()
+        sent = {"Content-Type": "application/json"} if raw is not None else {}
+        self.conn.request(method, path, body=raw, headers={**sent, **(headers or {})})
         resp = self.conn.getresponse()
         data = resp.read()
         headers = {k.lower(): v for k, v in resp.getheaders()}
@@ -612,3 +613,246 @@ def test_request_time_decides_expiry(repo):
     assert doc["features"]["conv_rate"]["statuses"] == ["EXPIRED"]
     assert doc["features"]["conv_rate"]["values"] == [None]
     assert doc["request_time_us"] == int(later.timestamp() * 1_000_000)
+
+
+# -- issue 15: hostile values, limits, adoption, readiness, media types, log sampling -------
+def test_nested_and_out_of_range_values_are_refused_naming_the_field_before_any_work():
+    ok = {"entities": {"k": [1]}, **SERVICE}
+    deep = b"[" * 1000 + b"1" + b"]" * 1000  # too deep for json.dumps, fine for orjson
+    started = time.perf_counter()
+    err = _raises(
+        b'{"entities": {"k": [1]}, "feature_service": "s", "request_data": {"x": [' + deep + b"]}}",
+        "request_data.x[0][0]",
+    )
+    assert "a list of 1" in str(err.value)
+    assert parse_request(  # a flat list is one value of a list-typed request field
+        json.dumps({**ok, "request_data": {"x": [[1, None]]}}).encode(), max_entities=1
+    ).request_data == {"x": [[1, None]]}
+    _raises({**ok, "request_data": {"x": [{"a": 1}]}}, "request_data.x[0]")
+    _raises({**ok, "request_data": {"x": [2**63]}}, "request_data.x[0]")
+    _raises(b'{"entities": {"k": [' + deep + b']}, "feature_service": "s"}', "entities.k[0]")
+    _raises({"entities": {"k": [1, [1]]}, **SERVICE}, "entities.k[1]")
+    _raises({"entities": {"k": [{"a": 1}]}, **SERVICE}, "entities.k[0]")
+    assert time.perf_counter() - started < 1.0
+    # ranges: 2^63 is an int to orjson, 2^64 a float; both are refused alike
+    for raw in (b"9223372036854775808", b"18446744073709551616", b"-9223372036854775809"):
+        body = b'{"entities": {"k": [' + raw + b']}, "feature_service": "s"}'
+        _raises(body, "entities.k[0]")
+    assert (
+        parse_request(
+            b'{"entities": {"k": [9223372036854775807, -9223372036854775808]},'
+            b' "feature_service": "s"}',
+            max_entities=2,
+        ).size
+        == 2
+    )
+    _raises({**ok, "request_time": 2**63}, "request_time")
+    _raises({**ok, "request_time": -(2**62)}, "request_time")
+    _raises({**ok, "request_time": 2**64}, "request_time")
+    _raises(b'{"entities": {"k": [NaN]}, "feature_service": "s"}', "body")
+    _raises(b'{"entities": {"k": [Infinity]}, "feature_service": "s"}', "body")
+
+
+def test_feature_references_are_bounded_and_deduplicated():
+    refs = [f"v:f{i}" for i in range(11)]
+    raw = json.dumps({"entities": {"k": [1]}, "features": refs}).encode()
+    with pytest.raises(PayloadTooLarge) as info:
+        parse_request(raw, max_entities=1, max_features=10)
+    err = info.value
+    assert err.field == "features" and err.value == 11 and "at most 10" in err.message
+    raw = json.dumps({"entities": {"k": [1]}, "features": refs[:10]}).encode()
+    assert len(parse_request(raw, max_entities=1, max_features=10).features or ()) == 10
+    raw = json.dumps({"entities": {"k": [1]}, "features": ["v:a", "v:b", "v:a"]}).encode()
+    assert parse_request(raw, max_entities=1).features == ("v:a", "v:b")
+
+
+def test_the_plan_cache_is_an_lru_bounded_by_entries_and_references(repo, monkeypatch):
+    from itertools import permutations
+
+    from featurestore.server import state as state_module
+
+    monkeypatch.setattr(state_module, "MAX_PLANS", 8)
+    monkeypatch.setattr(state_module, "MAX_PLAN_REFS", 20)
+    store = FeatureStore(repo)
+    try:
+        serving = state_module.Serving(store, metrics=ServerMetrics())
+        names = [f"driver_hourly_stats:{f}" for f in ("conv_rate", "acc_rate", "avg_daily_trips")]
+        lists = [p for k in (1, 2, 3) for p in permutations(names, k)]
+        hot = lists[0]
+        for features in lists:
+            serving.plan(features, None, False)
+            serving.plan(hot, None, False)  # used all the time: never evicted
+            plans = serving.state.plans
+            assert len(plans) <= 8 and serving.state.plan_refs <= 20
+            assert serving.state.plan_refs == sum(len(k[0] or ()) for k in plans)
+        assert (hot, None, False) in serving.state.plans
+        assert (lists[1], None, False) not in serving.state.plans  # least recently used
+    finally:
+        store.close()
+
+
+def _apply_unservable(repo: Path) -> int:
+    """Fault injection: put a version in the registry whose view has a feature named like
+    its join key (a plan the compiler may let through but the online layout refuses)."""
+    from featurestore.compile.plan import ObjectPlan, RepoPlan
+
+    store = FeatureStore(repo)
+    try:
+        snap = store.registry.snapshot()
+        objects = []
+        for o in snap.plan.objects:
+            if o.kind == "feature_view" and o.name == "driver_hourly_stats":
+                spec = dict(o.spec)
+                spec["features"] = [*spec["features"], {"name": "driver_id", "dtype": "int64"}]
+                o = ObjectPlan(o.kind, o.name, spec)
+            objects.append(o)
+        return store.registry.apply(RepoPlan(snap.plan.project, tuple(objects))).version
+    finally:
+        store.close()
+
+
+def test_a_version_that_cannot_be_served_is_not_adopted(repo, tmp_path):
+    copy = Path(shutil.copytree(repo, tmp_path / "repo"))
+    body = {"entities": {"driver_id": [1001]}, **SERVICE}
+    app = create_app(copy, options=ServerOptions(registry_refresh_seconds=0.05))
+    with serve(app) as client:
+        bad = _apply_unservable(copy)
+        assert bad == 2
+        deadline = time.monotonic() + 10
+        while app.state.serving.rejected is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        resp = client.post("/v1/features/online", json=body)
+        assert resp.status_code == 200 and resp.json()["registry_version"] == 1
+        ready = client.get("/ready").json()
+        assert ready["registry_version"] == 1 and ready["rejected_version"] == 2
+        assert "driver_id" in ready["rejected_reason"]
+        assert "featurestore_registry_rejected_version 2" in client.get("/metrics").text
+    # a server started on the bad head serves the newest good version
+    app = create_app(copy)
+    with serve(app) as client:
+        assert client.post("/v1/features/online", json=body).json()["registry_version"] == 1
+        assert client.get("/ready").json()["rejected_version"] == 2
+
+
+def test_ready_fails_when_the_head_serves_nothing(repo, tmp_path):
+    copy = Path(shutil.copytree(repo, tmp_path / "repo"))
+    store = FeatureStore(copy)
+    assert store.registry.rollback(to_version=0).version == 2
+    store.close()
+    with serve(create_app(copy)) as client:
+        resp = client.get("/ready")
+        assert resp.status_code == 503 and "serves nothing" in resp.json()["registry"]
+        assert resp.json()["registry_version"] == 2
+
+
+def test_lookups_need_json_and_health_answers_head(repo):
+    body = {"entities": {"driver_id": [1001]}, **SERVICE}
+    with serve(create_app(repo)) as client:
+        for ctype in ("text/plain", "application/x-www-form-urlencoded", "application/jsonx"):
+            resp = client.post("/v1/features/online", json=body, headers={"Content-Type": ctype})
+            assert resp.status_code == 415, ctype
+            assert resp.json()["field"] == "Content-Type" and resp.headers["connection"] == "close"
+        client.conn.close()
+        client.conn.request("POST", "/v1/features/online", body=json.dumps(body).encode())
+        resp = client.conn.getresponse()
+        assert resp.status == 415 and b"(none)" in resp.read()
+        client.conn.close()
+        resp = client.post(
+            "/v1/features/online",
+            json=body,
+            headers={"Content-Type": "Application/JSON; charset=utf-8"},
+        )
+        assert resp.status_code == 200
+        head = client.request("HEAD", "/health")
+        assert head.status_code == 200 and head.text == ""
+
+
+def test_the_openapi_schema_says_features_or_service_one_of():
+    import jsonschema_rs  # comes with schemathesis
+
+    from featurestore.server.models import request_schema
+
+    validator = jsonschema_rs.validator_for(request_schema())
+    entities = {"driver_id": [1]}
+    for doc, valid in (
+        ({"entities": entities, "features": ["v:a"]}, True),
+        ({"entities": entities, "feature_service": "s"}, True),
+        ({"entities": entities, "feature_service": "s", "features": None}, True),
+        ({"entities": entities, "feature_service": "s", "features": ["v:a"]}, False),
+        ({"entities": entities}, False),
+        ({"entities": entities, "features": None, "feature_service": None}, False),
+        ({"entities": {"driver_id": [2**63]}, "feature_service": "s"}, False),
+        ({"entities": entities, "feature_service": "s", "request_time": 2**63}, False),
+        ({"entities": entities, "feature_service": "s", "request_data": {"x": [[[1]]]}}, False),
+    ):
+        assert validator.is_valid(doc) is valid, doc
+        try:
+            parse_request(json.dumps(doc).encode(), max_entities=5)
+            accepted = True
+        except (RequestError, DataError):
+            accepted = False
+        assert accepted is valid, doc
+
+
+def test_request_data_is_checked_against_declared_dtypes_and_health_keeps_answering(repo):
+    base = {"entities": {"driver_id": [1001]}, "features": ["trip_fit:trips_per_km"]}
+    deep = (b"[" * 1000 + b"4.0" + b"]" * 1000).decode()
+    with serve(create_app(repo)) as client:
+        for data, field in (
+            ('{"distance_km": ["far"]}', "request_data.distance_km[0]"),
+            ('{"distance_km": [true]}', "request_data.distance_km[0]"),
+            ('{"distance_km": [[1.0]]}', "request_data.distance_km[0]"),
+            ('{"distance_km": [' + deep + "]}", "request_data.distance_km[0][0]"),
+        ):
+            started = time.perf_counter()
+            raw = json.dumps(base)[:-1] + ', "request_data": ' + data + "}"
+            resp = client.post("/v1/features/online", json=raw.encode())
+            assert resp.status_code == 422 and resp.json()["field"] == field, resp.text
+            assert time.perf_counter() - started < 1.0
+            assert client.get("/health").status_code == 200
+        resp = client.post(
+            "/v1/features/online", json={**base, "request_data": {"distance_km": [2]}}
+        )
+        assert resp.status_code == 200 and resp.json()["features"]["trips_per_km"]["values"][0]
+
+
+def test_a_stalled_body_is_cut_after_the_body_timeout(repo):
+    import socket
+
+    app = create_app(repo, options=ServerOptions(body_timeout_seconds=0.5))
+    with serve(app) as client:
+        port = client.conn.port
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/features/online HTTP/1.1\r\nHost: x\r\n"
+                b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"entities"'
+            )
+            started = time.perf_counter()
+            reply = b""
+            while chunk := sock.recv(4096):
+                reply += chunk
+            took = time.perf_counter() - started
+        assert reply.startswith(b"HTTP/1.1 408") and b"11 bytes received" in reply
+        assert 0.4 < took < 3.0
+
+
+def test_repeated_errors_are_sampled_in_the_log_and_counted_in_metrics():
+    metrics = ServerMetrics()
+    log = AccessLog(sample=0, error_lines_per_second=3, metrics=metrics)
+    assert [log.wants(503) for _ in range(10)] == [True] * 3 + [False] * 7
+    assert log.wants(404)  # another status has its own budget
+    assert metrics.log_suppressed.series == {("503",): 7.0}
+    log._errors[503][0] -= 1.0  # a second later
+    assert log.wants(503)
+    seen: list[dict[str, Any]] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.access)  # type: ignore[attr-defined]
+
+    log.logger = logging.getLogger("tests.access_capture")
+    log.logger.setLevel(logging.INFO)
+    log.logger.addHandler(Capture())
+    log.write(503, {"path": "/x"})
+    log.write(503, {"path": "/x"})
+    assert seen[0]["suppressed"] == 7 and "suppressed" not in seen[1]

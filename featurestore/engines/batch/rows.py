@@ -70,9 +70,12 @@ def scan_source(view: FeatureViewPlan, *, repo: Path) -> pl.LazyFrame:
     options = dict(src.get("storage_options") or {}) or None
     try:
         if src["format"] == "parquet":
-            return pl.scan_parquet(path, storage_options=options)
-        return pl.scan_delta(path, storage_options=options)
-    except Exception as exc:  # missing file, bad credentials, not a table
+            scan = pl.scan_parquet(path, storage_options=options)
+        else:
+            scan = pl.scan_delta(path, storage_options=options)
+        scan.collect_schema()  # the scan is lazy: open the file now, inside the try
+        return scan
+    except Exception as exc:  # missing file, bad credentials, not a table, corrupt
         raise DataError(
             f"cannot read the batch source: {exc}",
             obj=f"BatchSource {src['name']!r}",

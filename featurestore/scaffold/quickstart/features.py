@@ -70,7 +70,7 @@ driver_windows = FeatureView(
     name="driver_windows",
     entities=[driver],
     source=driver_stats_source,
-    ttl="2d",
+    ttl=None,  # windows say which events count; a TTL does not apply to aggregations
     aggregations=[
         Aggregation(name="stats_rows_1d", column=None, function="count", window="1d"),
         Aggregation(

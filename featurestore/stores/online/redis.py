@@ -19,12 +19,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from featurestore._redact import redact_url
 from featurestore._time import now_us
 from featurestore.errors import OnlineStoreError, OnlineStoreUnavailable
 from featurestore.stores.online.base import (
@@ -52,16 +52,6 @@ except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
     _hiredis_pack = None
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
-
-
 class RedisOnlineStore:
     """Records in Redis at ``url`` (``redis://[:password@]host:port/db``).
 
@@ -86,7 +76,7 @@ class RedisOnlineStore:
         max_connections: int | None = None,
     ) -> None:
         self.url = url
-        self._where = f"Redis online store {redact(url)}"
+        self._where = f"Redis online store {redact_url(url)}"
         self.chunk_size = chunk_size
         self.in_flight = in_flight
         self._retries = retries

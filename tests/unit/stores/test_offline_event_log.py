@@ -110,7 +110,8 @@ def test_overlapping_ranges_corrections_and_appends_leave_the_source_rows_once(
     spec, src = log_spec(), source_log()
     t0 = us(T0)
     # Ranges cut mid-day, overlapping: each write replaces exactly its range.
-    for lo, hi in [(t0, t0 + 4 * DAY_US + 5 * H_US), (t0 + 2 * DAY_US + 7 * H_US, t0 + 11 * DAY_US)]:
+    ranges = [(t0, t0 + 4 * DAY_US + 5 * H_US), (t0 + 2 * DAY_US + 7 * H_US, t0 + 11 * DAY_US)]
+    for lo, hi in ranges:
         store.write_view(spec, in_range(src, lo, hi), mode="replace", time_range=(lo, hi))
     assert canon(store.read_view(spec).collect()).equals(canon(src))
 
@@ -229,7 +230,7 @@ def test_two_processes_creating_the_table_at_once_store_each_row_once(
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         go.touch()
         for p in procs:
-            out, err = p.communicate(timeout=120)
+            _, err = p.communicate(timeout=120)
             assert p.returncode == 0, err
         table = DeltaOfflineStore(str(root))
         spec = OfflineTableSpec(
