@@ -329,9 +329,13 @@ class LookupCache:
         feature_service: str | None,
         full_feature_names: bool,
         repo: Path | None = None,
+        serving: tuple[Any, ...] = (),
     ) -> LookupPlan:
+        """The plan for this request shape; ``serving`` names what else decides the
+        plan besides the version (the blue/green pins of ``api/serving.py``)."""
         key = (
             registry_version,
+            serving,
             tuple(features) if features is not None else None,
             feature_service,
             full_feature_names,

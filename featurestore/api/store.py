@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +23,7 @@ from featurestore.registry import ApplyResult, PlanDiff, Registry
 if TYPE_CHECKING:
     from featurestore.api.feature_log import FeatureLogger
     from featurestore.api.online import LookupCache, OnlineResponse
+    from featurestore.api.push import PushReport
     from featurestore.api.training import Lineage, TrainingDataset
     from featurestore.materialize import BackfillReport, MaterializeReport
     from featurestore.stores.offline.delta import DeltaOfflineStore
@@ -49,6 +51,8 @@ class FeatureStore:
         self.pinned_version = registry_version
         self.feature_logger: FeatureLogger | None = None
         self._indexes: dict[int, PlanIndex] = {}
+        self._pins: tuple[float, dict[str, int]] | None = None
+        self._pins_ttl_s = self.settings.config.registry.head_cache_seconds
 
     @cached_property
     def registry(self) -> Registry:
@@ -68,9 +72,69 @@ class FeatureStore:
         return PlanResult(result.plan, self.registry.diff(result.plan), result.warnings)
 
     def apply(self, *, expected_version: int | None = None, message: str = "") -> ApplyResult:
-        """Compile and apply; ``expected_version`` guards against racing applies."""
+        """Compile and apply; ``expected_version`` guards against racing applies.
+
+        A view whose values change (transform, source, aggregations) but whose served
+        features do not keeps being served online from its old definition until a
+        full ``materialize`` of it, or ``promote``, switches it (``api/serving.py``).
+        """
+        from featurestore.api.serving import keep_serving
+
         result = self.compile()
-        return self.registry.apply(result.plan, expected_version=expected_version, message=message)
+        return self.registry.apply(
+            result.plan,
+            expected_version=expected_version,
+            message=message,
+            keep_serving=keep_serving,
+        )
+
+    def serving_index(self, version: int | None = None) -> PlanIndex:
+        """The index online lookups use at ``version`` (default: pinned, else head):
+        the registry's, with each view pinned for blue/green serving replaced by the
+        definition whose records serve it."""
+        from featurestore.api.serving import serving_index
+
+        version = self._version() if version is None else version
+        return serving_index(
+            self.index(version), version=version, pins=self.serving_pins(), index_at=self.index
+        )
+
+    def serving_pins(self) -> dict[str, int]:
+        """View -> the registry version whose definition serves it online (cached for
+        the registry's ``head_cache_seconds``)."""
+        now = time.monotonic()
+        if self._pins is None or now - self._pins[0] > self._pins_ttl_s:
+            self._pins = (now, self.registry.serving_pins())
+        return self._pins[1]
+
+    def promote(self, view: str) -> int | None:
+        """Serve ``view`` online from the head's definition now; returns the version
+        it was served from before (None if it was not pinned)."""
+        self.index().view(view)  # an unknown name is an error, not a no-op
+        self._pins = None
+        return self.registry.promote(view)
+
+    def gc(self, *, older_than: str | int = "1h", dry_run: bool = False) -> dict[str, int | None]:
+        """Delete online records of derivations nothing serves any more, replaced at
+        least ``older_than`` ago (a duration, default 1h). Returns schema id -> records
+        deleted (None on a dry run)."""
+        from featurestore._time import parse_duration_us
+        from featurestore.api.serving import unserved_schemas
+
+        grace_s = parse_duration_us(older_than) / 1_000_000
+        versions = [(v.version, v.created_at.timestamp()) for v in self.registry.history()]
+        versions.sort()
+        schemas = unserved_schemas(
+            project=self.project,
+            versions=versions,
+            index_at=self.index,
+            pins=self.registry.serving_pins(),
+            now_s=time.time(),
+            grace_s=grace_s,
+        )
+        if dry_run:
+            return {schema.schema_id: None for schema in schemas}
+        return {schema.schema_id: self.online.delete_view(schema) for schema in schemas}
 
     def index(self, version: int | None = None) -> PlanIndex:
         """A lookup index over the registry at ``version`` (default: pinned, else head)."""
@@ -192,24 +256,31 @@ class FeatureStore:
         index = self.index()
         retention = self.settings.online_retention
         retention.check_views(list(index.views))
+        pins = self.registry.serving_pins()
         reports = []
         for view in self._views(views, index):
             if not view.online:
                 continue
             name = f"materialize:{view.name}"
             mark = self.registry.get_watermark(name)
+            pinned = view.name in pins
             reports.append(
                 materialize_view(
                     view,
                     project=self.project,
                     offline=self.offline,
                     online=self.online,
-                    start_us=start_of(mark),
+                    # A view still served from its old definition (blue/green) gets
+                    # every entity's record of the new one, then switches over.
+                    start_us=None if pinned else start_of(mark),
                     end_us=end_us,
                     progress=progress,
                     retention=retention,
                 )
             )
+            if pinned and self.offline.exists(view.name):
+                self.registry.promote(view.name)
+                self._pins = None
             # The watermark moves only over data that was there to read: a view with
             # no offline table yet keeps it, so a later incremental run reads it all.
             if self.offline.exists(view.name):
@@ -233,10 +304,13 @@ class FeatureStore:
         one value per entity.
         """
         from featurestore.api.online import lookup
+        from featurestore.api.serving import served_pins
 
         version = self._version()
+        index = self.index(version)
         plan = self._lookups.get(
-            self.index(version),
+            self.serving_index(version),
+            serving=served_pins(index, self.serving_pins(), version),
             project=self.project,
             registry_version=version,
             features=features,
@@ -328,6 +402,35 @@ class FeatureStore:
             repo=self.repo,
         )
         return rebuilt, lineage
+
+    # -- push --------------------------------------------------------------------
+    def push(self, view: str, rows: Any, *, push_id: str | None = None) -> PushReport:
+        """Write ``rows`` (the view's source columns: a DataFrame, columns or records)
+        through the view's row transforms to the online store, as the stream does, and
+        to its offline table in one commit. Retrying with the same ``push_id`` after
+        any failure writes each row once (``api/push.py``).
+
+        >>> store.push("driver_stats", df, push_id="orders-17")  # doctest: +SKIP
+        """
+        from featurestore.api.push import push
+
+        version = self._version()
+        target = self.index(version).view(view)
+        # blue/green: the derivation whose records serve the view gets the rows too
+        online_views = [self.serving_index(version).view(view)]
+        server = self.settings.config.server
+        return push(
+            target,
+            rows,
+            project=self.project,
+            online=self.online,
+            offline=self.offline,
+            push_id=push_id,
+            online_views=online_views,
+            retention=self.settings.online_retention,
+            retry_s=server.push_store_retry_seconds,
+            replay_window_s=server.push_replay_window_seconds,
+        )
 
     def close(self) -> None:
         if self.feature_logger is not None:

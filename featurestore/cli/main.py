@@ -17,7 +17,16 @@ from typing import Any
 
 import typer
 
-from featurestore.cli import batch, dataset, definitions, online, registry, skew, stream
+from featurestore.cli import (
+    batch,
+    dataset,
+    definitions,
+    online,
+    registry,
+    serving,
+    skew,
+    stream,
+)
 from featurestore.cli._errors import guarded, report
 
 app = typer.Typer(
@@ -49,6 +58,14 @@ _add(app, batch.materialize)
 _add(app, online.get)
 _add(app, online.serve)
 _add(app, stream.stream)
+_add(app, serving.promote)
+_add(app, serving.gc)
+
+from featurestore.cli import catalog  # noqa: E402  (lead: move into the import list)
+
+_add(app, catalog.list_objects, "list")
+_add(app, catalog.describe)
+_add(app, catalog.search)
 
 _add(skew.skew_app, skew.audit, "audit")
 app.add_typer(skew.skew_app, name="skew")

@@ -93,6 +93,15 @@ def diff_values(old: Any, new: Any, path: str = "") -> list[FieldChange]:
     return [FieldChange(path, old, new)]
 
 
+# What serving does meanwhile (api/serving.py): only for changes that keep the served
+# features, which is what a transform or aggregation change alone does.
+_BLUE_GREEN = (
+    "online: served from the current definition until `featurestore backfill` and "
+    "`featurestore materialize` fill the new records, then switched (or `featurestore "
+    "promote VIEW`); `featurestore gc` removes the old records later"
+)
+
+
 def _impacts(kind: str, changes: list[FieldChange]) -> list[str]:
     if kind != "feature_view":
         return []
@@ -110,8 +119,10 @@ def _impacts(kind: str, changes: list[FieldChange]) -> list[str]:
             out.append(f"feature removed ({c.path}): consumers of it will break")
         elif top == "transform":
             out.append(f"transform change ({c.path}): needs backfill and re-materialization")
+            out.append(_BLUE_GREEN)
         elif top == "aggregations":
             out.append(f"aggregation change ({c.path}): needs backfill and re-materialization")
+            out.append(_BLUE_GREEN)
         elif top == "source":
             out.append(f"source change ({c.path}): needs backfill")
         elif top == "ttl_us" and c.new is not None and (c.old is None or c.new < c.old):

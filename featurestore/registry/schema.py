@@ -40,3 +40,14 @@ watermarks = sa.Table(
     sa.Column("value_us", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# Blue/green serving: a view listed here is served online from the definition it had
+# at ``version`` (its old derivation, whose records exist) until it is promoted.
+serving_pins = sa.Table(
+    "fs_registry_serving_pins",
+    metadata,
+    sa.Column("project", sa.String(200), primary_key=True),
+    sa.Column("view", sa.String(200), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("pinned_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -276,11 +276,16 @@ class Registry:
         message: str = "",
         author: str | None = None,
         operation: str = "apply",
+        keep_serving: Callable[[RepoPlan, RepoPlan], Collection[str]] | None = None,
     ) -> ApplyResult:
         """Make ``plan`` the new head. No change -> no new version.
 
         ``expected_version`` is the head the caller planned against; if another apply
         landed since, this raises ``RegistryConflictError`` and writes nothing.
+        ``keep_serving(old, new)`` names views whose online serving stays on the old
+        head's definition (blue/green): they are pinned in the same transaction, so no
+        reader ever sees the new head without its pins. A view already pinned keeps
+        its older pin (the records of that derivation are the ones that exist).
         """
         if plan.project != self.project:
             raise RegistryError(
@@ -315,6 +320,8 @@ class Registry:
                     )
                 )
                 self._write_objects(conn, old, plan, version)
+                if keep_serving is not None and old is not None:
+                    self._pin_in(conn, keep_serving(old, plan), head)
         except IntegrityError as exc:
             raise RegistryConflictError(
                 "another apply created the same registry version first",
@@ -373,6 +380,45 @@ class Registry:
             message=f"rollback to version {to_version}",
             operation="rollback",
         )
+
+    # -- blue/green serving pins ------------------------------------------------
+    def serving_pins(self) -> dict[str, int]:
+        """View -> the registry version whose definition of it is served online."""
+        p = schema.serving_pins.c
+        with self._reading("reading the serving pins") as conn:
+            rows = conn.execute(
+                sa.select(p.view, p.version).where(p.project == self.project)
+            ).all()
+        return {str(view): int(version) for view, version in rows}
+
+    def _pin_in(self, conn: Connection, views: Collection[str], version: int) -> None:
+        p = schema.serving_pins.c
+        pinned = set(
+            conn.execute(sa.select(p.view).where(p.project == self.project)).scalars()
+        )
+        now = datetime.now(UTC)
+        for view in sorted(set(views) - pinned):
+            conn.execute(
+                schema.serving_pins.insert().values(
+                    project=self.project, view=view, version=version, pinned_at=now
+                )
+            )
+
+    def promote(self, view: str) -> int | None:
+        """Serve ``view`` from the head's definition from now on; returns the version
+        it was pinned to (None if it was not pinned)."""
+        p = schema.serving_pins.c
+        try:
+            with self.engine.begin() as conn:
+                version = conn.execute(
+                    sa.select(p.version).where(p.project == self.project, p.view == view)
+                ).scalar()
+                conn.execute(
+                    schema.serving_pins.delete().where(p.project == self.project, p.view == view)
+                )
+        except OperationalError as exc:
+            raise unavailable(exc, url=self.url, doing="promoting a view") from exc
+        return None if version is None else int(version)
 
     # -- watermarks (materialization progress) ---------------------------------
     def get_watermark(self, name: str) -> int | None:

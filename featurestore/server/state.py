@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from featurestore.api.online import LookupPlan, build_lookup_plan
+from featurestore.api.serving import serving_index
 from featurestore.api.store import FeatureStore
 from featurestore.compile import PlanIndex
 from featurestore.errors import FeatureStoreError, OnlineStoreUnavailable
@@ -51,7 +52,8 @@ _FALLBACK_VERSIONS = 20
 @dataclass
 class ServingState:
     version: int
-    index: PlanIndex
+    index: PlanIndex  # with blue/green pins applied (``FeatureStore.serving_index``)
+    pins: dict[str, int] = field(default_factory=dict)
     plans: OrderedDict[PlanKey, LookupPlan] = field(default_factory=OrderedDict)
     plan_refs: int = 0  # references held by the keys of ``plans``
 
@@ -94,11 +96,15 @@ class Serving:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _state_for(self, version: int) -> ServingState:
-        """The state of ``version``, built and checked in full before anyone sees it."""
-        index = self.store.index(version)
+    def _state_for(self, version: int, pins: dict[str, int] | None = None) -> ServingState:
+        """The state of ``version`` (and the blue/green ``pins``), built and checked in
+        full before anyone sees it."""
+        pins = self.store.registry.serving_pins() if pins is None else pins
+        index = serving_index(
+            self.store.index(version), version=version, pins=pins, index_at=self.store.index
+        )
         check_servable(index, project=self.project, version=version, repo=self.store.repo)
-        state = ServingState(version, index)
+        state = ServingState(version, index, pins)
         self.metrics.registry_version.set(float(version))
         return state
 
@@ -159,19 +165,20 @@ class Serving:
         if self.pinned is not None:
             return False
         head = self.store.registry.head(fresh=True)
-        if head == self.state.version:
+        pins = self.store.registry.serving_pins()
+        if head == self.state.version and pins == self.state.pins:
             self._clear_rejection()
             return False
         if self.rejected is not None and self.rejected.version == head:
             return False
         try:
-            state = self._state_for(head)
+            state = self._state_for(head, pins)
         except Exception as exc:
             self._reject(head, exc)
             return False
         self.state = state
         self._clear_rejection()
-        log.info("serving registry version %d", head)
+        log.info("serving registry version %d (blue/green pins: %s)", head, pins or "none")
         return True
 
     def _clear_rejection(self) -> None:
