@@ -9,8 +9,9 @@ Setup (cached under ``benchmarks/.data/skew_audit/``, rebuilt with ``--rebuild``
 - ``--rows`` logged rows in requests of 100 entities at random times, written through
   ``FeatureLogger``. The served values are what a perfectly fresh online store gives
   (the point-in-time join as of known time), with skew injected on purpose: 1% of
-  the rows served nothing for both views (stale online), 0.1% served a wrong
-  ``conv_rate`` (unexplained).
+  the rows served both views from records 6 hours behind (stale online: the value
+  as of r - 6h, expired if its TTL ended by r), 0.1% served a wrong ``conv_rate``
+  (unexplained).
 
 Measured: the audit of every logged row, in a subprocess of its own so that its peak
 RSS is its own; one warm-up run (it also loads Numba's cache), then the best of
@@ -43,13 +44,15 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data" / "skew_audit"
 RESULTS = HERE / "RESULTS.md"
 SECTION = "## Skew audit (benchmarks/skew_audit.py)"
-FORMAT_VERSION = 1  # bump when the generated data changes
+FORMAT_VERSION = 2  # bump when the generated data changes
 START_US = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000
 DAY_US = 86_400 * 1_000_000
 DAYS = 30
 KEYS = 100_000
 REQUEST_ENTITIES = 100
 STALE_SHARE, WRONG_SHARE = 0.01, 0.001
+STALE_BY_US = 6 * 3_600 * 1_000_000  # how far behind a stale record is
+TTL_US = {"driver_stats": 2 * DAY_US, "driver_trips": 7 * DAY_US}
 FEATURES = textwrap.dedent(
     """
     import polars as pl
@@ -117,25 +120,56 @@ def _served(store, rows: int) -> tuple[pl.DataFrame, dict[str, int]]:
     )
     index = store.index()
     served = spine.select("driver_id", pl.col(SPINE_TIME).dt.epoch("us").alias("t"))
+    behind = spine.with_columns(pl.col(SPINE_TIME) - pl.duration(microseconds=STALE_BY_US))
+    stale = rng.random(served.height) < STALE_SHARE
     for view_name, feats, _ in VIEWS.values():
         view = index.view(view_name)
-        part = PlainRecompute().from_offline(
-            view,
-            spine,
-            features=list(feats),
-            offline=store.offline,
-            table_version=store.offline.version(view_name),
-            as_of_known_time=True,
+        fresh, old = (
+            PlainRecompute()
+            .from_offline(
+                view,
+                at,
+                features=list(feats),
+                offline=store.offline,
+                table_version=store.offline.version(view_name),
+            )
+            .known
+            for at in (spine, behind)
         )
+        stale &= old[OUT_EVENT].is_not_null().to_numpy()  # a record, only older
         served = served.with_columns(
-            *[part[f].alias(f"{view_name}__{f}") for f in feats],
-            part[OUT_EVENT].alias(f"{view_name}__ts"),
+            *[fresh[f].alias(f"{view_name}__{f}") for f in feats],
+            *[old[f].alias(f"{view_name}__{f}__old") for f in feats],
+            fresh[OUT_EVENT].alias(f"{view_name}__ts"),
+            old[OUT_EVENT].alias(f"{view_name}__ts__old"),
         )
-    stale = rng.random(served.height) < STALE_SHARE
+    mask = pl.Series(stale)
+    for view_name, feats, _ in VIEWS.values():
+        ts_old = pl.col(f"{view_name}__ts__old")
+        alive = ts_old + TTL_US[view_name] > pl.col("t")
+        served = served.with_columns(
+            *[
+                pl.when(mask)
+                .then(pl.when(alive).then(pl.col(f"{view_name}__{f}__old")))
+                .otherwise(pl.col(f"{view_name}__{f}"))
+                .alias(f"{view_name}__{f}")
+                for f in feats
+            ],
+            pl.when(mask)
+            .then(ts_old)
+            .otherwise(pl.col(f"{view_name}__ts"))
+            .alias(f"{view_name}__ts"),
+            pl.when(~mask)
+            .then(pl.lit("PRESENT"))
+            .when(alive)
+            .then(pl.lit("PRESENT"))
+            .otherwise(pl.lit("EXPIRED"))
+            .alias(f"{view_name}__status"),
+        )
     wrong = (rng.random(served.height) < WRONG_SHARE) & ~stale
     wrong &= served["driver_stats__conv_rate"].is_not_null().to_numpy()
-    served = served.with_columns(pl.Series("__stale", stale), pl.Series("__wrong", wrong))
-    return served, {"wrong_conv_rate": int(wrong.sum())}
+    served = served.with_columns(pl.Series("__wrong", wrong))
+    return served, {"wrong_conv_rate": int(wrong.sum()), "stale_rows": int(stale.sum())}
 
 
 def build(rows: int, view_rows: int, rebuild: bool) -> Path:
@@ -167,19 +201,22 @@ def build(rows: int, view_rows: int, rebuild: bool) -> Path:
         chunk = served.slice(start, 100_000)
         keys = chunk["driver_id"].to_list()
         times = chunk["t"].to_list()
-        stale, wrong = chunk["__stale"].to_list(), chunk["__wrong"].to_list()
+        wrong = chunk["__wrong"].to_list()
         values = {c: chunk[c].to_list() for c in outputs}
         stamps = {v: chunk[f"{v}__ts"].to_list() for v in set(outputs.values())}
+        states = {v: chunk[f"{v}__status"].to_list() for v in set(outputs.values())}
         for i in range(0, chunk.height, REQUEST_ENTITIES):
             sl = slice(i, i + REQUEST_ENTITIES)
             vals, statuses, events = {}, {}, {}
             for c, view in outputs.items():
-                ts = [None if s else e for e, s in zip(stamps[view][sl], stale[sl], strict=True)]
+                ts = stamps[view][sl]
                 v = [None if e is None else x for x, e in zip(values[c][sl], ts, strict=True)]
                 if c == "driver_stats__conv_rate":
                     v = [x * 1.5 if w else x for x, w in zip(v, wrong[sl], strict=True)]
                 vals[c], events[c] = v, ts
-                statuses[c] = ["MISSING" if e is None else "PRESENT" for e in ts]
+                statuses[c] = [
+                    "MISSING" if e is None else s for e, s in zip(ts, states[view][sl], strict=True)
+                ]
             response = OnlineResponse({"driver_id": keys[sl]}, vals, statuses, events, 1, times[i])
             logger.log(
                 response,

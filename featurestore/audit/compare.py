@@ -15,10 +15,12 @@ from featurestore.audit.causes import (
     MISSING_OFFLINE,
     MISSING_ONLINE,
     OUTCOMES,
+    SEVERITY,
     VALUE_MISMATCH,
     Columns,
     cause,
     outcome,
+    same,
 )
 from featurestore.audit.logs import ROW
 from featurestore.audit.report import FeatureResult
@@ -35,7 +37,7 @@ def cause_column(ref: str) -> str:
     return f"__cause|{ref}"
 
 
-def _is_float(frame: pl.DataFrame, c: Columns) -> bool:
+def compares_floats(frame: pl.DataFrame, c: Columns) -> bool:
     return frame.schema[c.served].is_float() or frame.schema[c.full].is_float()
 
 
@@ -43,7 +45,7 @@ def add_outcomes(frame: pl.DataFrame, refs: Sequence[str]) -> pl.DataFrame:
     exprs = []
     for r in refs:
         c = Columns.of(r)
-        exprs.append(outcome(c, is_float=_is_float(frame, c)).alias(outcome_column(r)))
+        exprs.append(outcome(c, is_float=compares_floats(frame, c)).alias(outcome_column(r)))
     return frame.with_columns(exprs)
 
 
@@ -62,7 +64,8 @@ def add_causes(
             outcome_column(r),
             ttl_us=ttls.get(c.view),
             tolerance_us=tolerance_us,
-            is_float=_is_float(frame, c),
+            is_float=compares_floats(frame, c),
+            present=frame.columns,
         )
         exprs.append(why.alias(cause_column(r)))
     return frame.with_columns(exprs)
@@ -100,7 +103,10 @@ def summarize(
     for i, ref in enumerate(refs):
         c = Columns.of(ref)
         exprs.append(pl.col(c.has).sum().alias(f"{i}|rows"))
-        known_differs = pl.col(c.has) & ~pl.col(c.served).eq_missing(pl.col(c.known))
+        # floats within the documented 1e-9 relative, as the outcomes compare them
+        known_differs = pl.col(c.has) & ~same(
+            pl.col(c.served), pl.col(c.known), is_float=compares_floats(frame, c)
+        ).fill_null(False)
         exprs.append(known_differs.sum().alias(f"{i}|known"))
         diff, rel = _diffs(c, dtypes[ref])
         mismatch = pl.col(outcome_column(ref)) == OUTCOMES.index(VALUE_MISMATCH)
@@ -120,7 +126,7 @@ def summarize(
                 value_mismatch=outcomes[VALUE_MISMATCH],
                 missing_online=outcomes[MISSING_ONLINE],
                 missing_offline=outcomes[MISSING_OFFLINE],
-                causes={k: n for k, n in causes.items() if n},
+                causes={k: causes[k] for k in SEVERITY if causes[k]},  # the alarm first
                 mismatched_vs_known_time=int(row[f"{i}|known"]),
                 max_abs_diff=row[f"{i}|abs"],
                 max_rel_diff=row[f"{i}|rel"],
@@ -144,7 +150,9 @@ def mismatch_rows(
     dtypes: Mapping[str, str],
     key_columns: Sequence[str],
 ) -> pl.DataFrame:
-    """One row per non-matching (log row, feature), values shown as text."""
+    """One row per non-matching (log row, feature), values shown as text, the most
+    severe cause first (:data:`~featurestore.audit.causes.SEVERITY`), then in log
+    order."""
     lazy_parts = []
     for ref in refs:
         c = Columns.of(ref)
@@ -178,4 +186,10 @@ def mismatch_rows(
     parts = pl.collect_all(lazy_parts)
     if not parts:
         return pl.DataFrame(schema={"row": pl.UInt32, "feature": pl.String, "cause": pl.String})
-    return pl.concat(parts, how="diagonal_relaxed").sort("row", "feature")
+    rank = {name: i for i, name in enumerate(SEVERITY)}
+    return (
+        pl.concat(parts, how="diagonal_relaxed")
+        .with_columns(pl.col("cause").replace_strict(rank, return_dtype=pl.UInt8).alias("_rank"))
+        .sort("_rank", "row", "feature")
+        .drop("_rank")
+    )

@@ -2,15 +2,15 @@
 
 For a spine of (join keys, request time ``r``) the recompute answers what the
 offline path gives at ``r`` (SEMANTICS "Point-in-time join", with the view's TTL),
-with the facts the cause attribution needs (``recompute_base`` has the columns and
+with the facts the cause attribution needs and the values under a cause's
+hypothesis (``recompute_base`` has the columns and
 the :class:`~featurestore.audit.recompute_base.ViewRecompute` protocol, the plug
 point).
 
 Plain views are :class:`PlainRecompute` (the point-in-time join, below), aggregated
 views :class:`~featurestore.audit.recompute_aggregates.AggregateRecompute`, whose
-``__event_ts`` is the newest event in the window, ``__created_ts`` the newest
-created time among the events counted (so late data shows as ``> r``) and
-``__edge`` marks an event within one hop or one microsecond of the window's edges.
+``__event_ts`` is the newest event in the window and ``__created_ts`` the newest
+created time among the events counted (so late data shows as ``> r``).
 :data:`RECOMPUTES` lists the implementations in the order :func:`recompute_for`
 tries them (append to it to plug in another kind of view). Views no implementation
 supports are skipped and named in the report.
@@ -29,13 +29,14 @@ import polars as pl
 from featurestore.audit.recompute_aggregates import AggregateRecompute
 from featurestore.audit.recompute_base import (
     OUT_CREATED,
-    OUT_EDGE,
     OUT_EVENT,
+    SPINE_CAP,
     SPINE_TIME,
     Answer,
     Recomputed,
     ViewRecompute,
     both_answers,
+    capped,
     empty_result,
 )
 from featurestore.compile.views import FeatureViewPlan
@@ -46,9 +47,9 @@ from featurestore.stores.view_specs import offline_spec
 # The shared names are imported from here too (the audit's run, tests, benchmarks).
 __all__ = [
     "OUT_CREATED",
-    "OUT_EDGE",
     "OUT_EVENT",
     "RECOMPUTES",
+    "SPINE_CAP",
     "SPINE_TIME",
     "AggregateRecompute",
     "Answer",
@@ -75,11 +76,12 @@ class PlainRecompute:
         features: Sequence[str],
         offline: DeltaOfflineStore,
         table_version: int | None,
+        margin_us: int = 0,
     ) -> Recomputed:
         if table_version is None or spine.height == 0:
             empty = empty_result(view, spine.height, features)
-            return Recomputed(empty, empty)
-        lo, hi = _time_range(view, spine)
+            return Recomputed(empty, empty, offline_spec(view).empty_rows())
+        lo, hi = _time_range(view, spine, margin_us)
         rows = offline.read_view(
             offline_spec(view),
             start_us=lo,
@@ -89,6 +91,20 @@ class PlainRecompute:
         )
         return _both(view, spine, rows.collect(), features)
 
+    def hypothesis(
+        self,
+        view: FeatureViewPlan,
+        spine: pl.DataFrame,
+        rows: pl.DataFrame,
+        *,
+        features: Sequence[str],
+    ) -> pl.DataFrame:
+        if spine.height == 0:
+            return empty_result(view, 0, features).select(features)
+        part, mine, keys = capped(spine, rows, view.join_keys, EVENT_TS)
+        joined = _join(view, part, mine, features, as_of_known_time=True, keys=keys)
+        return joined.select(features)
+
     def from_source(
         self,
         view: FeatureViewPlan,
@@ -96,6 +112,7 @@ class PlainRecompute:
         *,
         features: Sequence[str],
         repo: Path,
+        margin_us: int = 0,
     ) -> Recomputed:
         # Imported here: the batch engine is only needed when a definition changed.
         from featurestore.engines.batch import read_view_rows
@@ -103,7 +120,7 @@ class PlainRecompute:
         if spine.height == 0:
             empty = empty_result(view, 0, features)
             return Recomputed(empty, empty)
-        lo, hi = _time_range(view, spine)
+        lo, hi = _time_range(view, spine, margin_us)
         rows = read_view_rows(view, repo=repo, start_us=lo, end_us=hi).collect()
         return _both(view, spine, rows, features)
 
@@ -125,15 +142,19 @@ def _both(
     view: FeatureViewPlan, spine: pl.DataFrame, rows: pl.DataFrame, features: Sequence[str]
 ) -> Recomputed:
     """The point-in-time join, in full and as of known time."""
-    return both_answers(
+    both = both_answers(
         spine, lambda part, known: _join(view, part, rows, features, as_of_known_time=known)
     )
+    return Recomputed(both.full, both.known, rows)
 
 
-def _time_range(view: FeatureViewPlan, spine: pl.DataFrame) -> tuple[int | None, int]:
-    """The half-open event-time range [lo, hi) any spine row can reach."""
+def _time_range(
+    view: FeatureViewPlan, spine: pl.DataFrame, margin_us: int = 0
+) -> tuple[int | None, int]:
+    """The half-open event-time range [lo, hi) any spine row can reach, widened by
+    ``margin_us`` on both sides."""
     t = spine[SPINE_TIME].dt.epoch("us")
-    lo, hi = int(t.min()), int(t.max())  # type: ignore[arg-type]
+    lo, hi = int(t.min()) - margin_us, int(t.max()) + margin_us  # type: ignore[arg-type]
     return (None if view.ttl_us is None else lo - view.ttl_us), hi + 1
 
 
@@ -143,9 +164,11 @@ def _join(
     rows: pl.DataFrame,
     features: Sequence[str],
     as_of_known_time: bool,
+    keys: Sequence[str] | None = None,
 ) -> pl.DataFrame:
     from featurestore.engines.pit import FeatureFrame, point_in_time_join
 
+    keys = tuple(view.join_keys if keys is None else keys)
     # The chosen row's event and created times ride along as two more "features";
     # output names are prefixed so they cannot clash with the spine's columns.
     wanted = (*features, EVENT_TS, CREATED_TS)
@@ -153,22 +176,18 @@ def _join(
     frame = FeatureFrame(
         name=view.name,
         frame=rows,
-        join_keys=view.join_keys,
-        spine_keys=view.join_keys,
+        join_keys=keys,
+        spine_keys=keys,
         features=wanted,
         output_names=outs,
         ttl_us=view.ttl_us,
     )
     joined = point_in_time_join(
-        spine.select(*view.join_keys, SPINE_TIME),
+        spine.select(*keys, SPINE_TIME),
         timestamp=SPINE_TIME,
         views=[frame],
         as_of_known_time=as_of_known_time,
     )
     names = [*features, OUT_EVENT, OUT_CREATED]
     result = joined.select(pl.col(o).alias(n) for o, n in zip(outs, names, strict=True))
-    return result.with_columns(
-        pl.col(OUT_EVENT).dt.epoch("us"),
-        pl.col(OUT_CREATED).dt.epoch("us"),
-        pl.lit(False).alias(OUT_EDGE),
-    )
+    return result.with_columns(pl.col(OUT_EVENT).dt.epoch("us"), pl.col(OUT_CREATED).dt.epoch("us"))

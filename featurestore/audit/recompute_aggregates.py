@@ -5,23 +5,22 @@ engine's ``aggregate_spine`` over the view's events, in full and with
 ``as_of_known_time`` (which leaves out events created after the *floored* request
 time; it is computed again only for the rows where some counted event was). The
 events read reach back to the floored earliest request time minus the window (all
-of them for a lifetime window), for the entities of the spine. The facts the cause
-attribution reads (``recompute_base.py``) are taken over the windows of the audited
-features, together:
+of them for a lifetime window), less one hop and the audit's margin (the edge
+tolerance, so that a hypothesis can shift the request time), for the entities of
+the spine. The facts the cause attribution reads (``recompute_base.py``) are taken
+over the windows of the audited features, together:
 
 - ``__event_ts``: the newest event in any of those windows (a lifetime window: every
   event up to the floored request time); null when they hold no event;
 - ``__created_ts``: the newest created time among those events, so an event that
-  arrived after ``r`` shows as ``> r``;
-- ``__edge``: an event of the entity lies within one hop (one microsecond without a
-  hop) of a window's upper edge (the floored request time) or lower edge (that
-  minus the window). Such an event moves in or out of the window when the request
-  time moves by that much, e.g. between the clocks of serving and logging.
+  arrived after ``r`` shows as ``> r``.
 
 Both facts ride along as two more aggregations (``max`` of the event and created
-times over each distinct window), so the kernels compute them with the values; the
-edges are one as-of join (``nearest``) per edge. ``__edge`` is the same in both
-answers.
+times over each distinct window), so the kernels compute them with the values.
+Whether an event on a window's edge explains a mismatch is not flagged here: the
+audit recomputes the mismatching rows at the request time shifted by the edge
+tolerance (``hypothesis``) and names ``window_edge`` only when that reproduces the
+served value.
 
 Floats: online records add a hopped window tile by tile, the kernels in tree order,
 so a ``sum``/``mean``/``stddev`` recomputed here may differ from the served one in
@@ -34,17 +33,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from featurestore._dtypes import to_polars
 from featurestore.audit.recompute_base import (
     OUT_CREATED,
-    OUT_EDGE,
     OUT_EVENT,
     SPINE_TIME,
     Recomputed,
     both_answers,
+    capped,
     empty_result,
 )
 from featurestore.compile.expr import expr_from_spec
@@ -59,9 +57,6 @@ from featurestore.stores.view_specs import offline_spec
 # A window: (window_us or None for lifetime, hop_us or None).
 Window = tuple[int | None, int | None]
 
-_ROW = "__fs_row"
-_EDGE = "__fs_edge"
-_ETS = "__fs_ets"
 _LATE = "__fs_late"
 
 
@@ -80,14 +75,15 @@ class AggregateRecompute:
         features: Sequence[str],
         offline: DeltaOfflineStore,
         table_version: int | None,
+        margin_us: int = 0,
     ) -> Recomputed:
         if spine.height == 0:
             empty = empty_result(view, 0, features)
-            return Recomputed(empty, empty)
+            return Recomputed(empty, empty, offline_spec(view).empty_rows())
         if table_version is None:
             # No table: no events, which is still an answer (count 0, the rest null).
             return _recompute(view, spine, offline_spec(view).empty_rows(), features)
-        lo, hi = _event_range(spine, _windows(view, features))
+        lo, hi = _event_range(spine, _windows(view, features), margin_us)
         events = offline.read_view(
             offline_spec(view),
             start_us=lo,
@@ -104,6 +100,7 @@ class AggregateRecompute:
         *,
         features: Sequence[str],
         repo: Path,
+        margin_us: int = 0,
     ) -> Recomputed:
         # Imported here: the batch engine is only needed when a definition changed.
         from featurestore.engines.batch import read_view_rows
@@ -111,9 +108,39 @@ class AggregateRecompute:
         if spine.height == 0:
             empty = empty_result(view, 0, features)
             return Recomputed(empty, empty)
-        lo, hi = _event_range(spine, _windows(view, features))
+        lo, hi = _event_range(spine, _windows(view, features), margin_us)
         rows = read_view_rows(view, repo=repo, start_us=lo, end_us=hi).collect()
         return _recompute(view, spine, rows, features)
+
+    def hypothesis(
+        self,
+        view: FeatureViewPlan,
+        spine: pl.DataFrame,
+        rows: pl.DataFrame,
+        *,
+        features: Sequence[str],
+    ) -> pl.DataFrame:
+        if spine.height == 0:
+            return empty_result(view, 0, features).select(features)
+        part, events, keys = capped(spine, rows, view.join_keys, EVENT_TS)
+        specs = _specs(view)
+        dtypes = dict(zip(view.features, view.feature_dtypes, strict=True))
+        values: list[Aggregation] = [
+            (f"__fs_f{i}", specs[f][1], specs[f][0]) for i, f in enumerate(features)
+        ]
+        out = aggregate_spine(
+            events=events,
+            spine=part,
+            keys=keys,
+            aggregations=values,
+            spine_ts=SPINE_TIME,
+            as_of_known_time=True,
+            obj=f"feature view {view.name!r}",
+        )
+        return out.select(
+            pl.col(name).cast(to_polars(dtypes[f])).alias(f)
+            for (name, _, _), f in zip(values, features, strict=True)
+        )
 
 
 def _specs(view: FeatureViewPlan) -> dict[str, tuple[WindowSpec, str | pl.Expr | None]]:
@@ -136,13 +163,15 @@ def _windows(view: FeatureViewPlan, features: Sequence[str]) -> list[Window]:
     return list(dict.fromkeys((s.window_us, s.hop_us) for s in chosen))
 
 
-def _event_range(spine: pl.DataFrame, windows: list[Window]) -> tuple[int | None, int]:
+def _event_range(
+    spine: pl.DataFrame, windows: list[Window], margin_us: int = 0
+) -> tuple[int | None, int]:
     """The half-open event-time range [lo, hi) the windows and their edges reach: from
     the first event a window at the earliest request time needs, less one hop (or
-    microsecond) of edge, to the latest request time plus one hop (or microsecond)."""
+    microsecond) and ``margin_us``, to the latest request time plus as much."""
     t = spine[SPINE_TIME].dt.epoch("us")
     t_min, t_max = int(t.min()), int(t.max())  # type: ignore[arg-type]
-    reach = max(hop or 1 for _, hop in windows)
+    reach = max(hop or 1 for _, hop in windows) + margin_us
     first = events_start([WindowSpec("count", w, h) for w, h in windows], end_us=t_min)
     return (None if first is None else first - reach - 1), t_max + reach + 1
 
@@ -196,37 +225,4 @@ def _recompute(
         )
 
     both = both_answers(spine, answer, late=lambda full: full[_LATE])
-    edge = _edges(keys, spine, events, windows)
-    return Recomputed(
-        both.full.drop(_LATE).with_columns(edge), both.known.drop(_LATE).with_columns(edge)
-    )
-
-
-def _edges(
-    keys: list[str], spine: pl.DataFrame, events: pl.DataFrame, windows: list[Window]
-) -> pl.Series:
-    """Per spine row: an event of its entity lies within one hop (one microsecond
-    without a hop) of the upper or lower edge of one of ``windows``."""
-    n = spine.height
-    flags = np.zeros(n, dtype=bool)
-    ev = events.select(*keys, pl.col(EVENT_TS).dt.epoch("us").alias(_ETS)).drop_nulls().sort(_ETS)
-    if ev.height and n:
-        base = spine.select(*keys, pl.col(SPINE_TIME).dt.epoch("us").alias(_EDGE)).with_row_index(
-            _ROW
-        )
-        for window, hop in windows:
-            tolerance = hop or 1
-            upper = pl.col(_EDGE) if hop is None else pl.col(_EDGE) // hop * hop
-            for edge in [upper] if window is None else [upper, upper - window]:
-                left = base.with_columns(edge.alias(_EDGE)).sort(_EDGE)
-                near = left.join_asof(
-                    ev,
-                    left_on=_EDGE,
-                    right_on=_ETS,
-                    by=keys,
-                    strategy="nearest",
-                    tolerance=tolerance,
-                    check_sortedness=False,  # both sorted just above
-                )
-                flags[near.filter(pl.col(_ETS).is_not_null())[_ROW].to_numpy()] = True
-    return pl.Series(OUT_EDGE, flags)
+    return Recomputed(both.full.drop(_LATE), both.known.drop(_LATE), events)

@@ -7,10 +7,14 @@ attribution needs:
 
     __event_ts    int64 us: the chosen row's event time (null: no eligible row)
     __created_ts  int64 us: the chosen row's created time
-    __edge        bool: the answer sits on a window or hop edge (aggregations only)
 
-both in full (today's data) and as of known time (``Recomputed``). The
-implementations (``recompute.PlainRecompute``,
+both in full (today's data) and as of known time (``Recomputed``, which also keeps
+the rows it read). A cause is named only when recomputing under its hypothesis
+reproduces the served value (``causes.py``), so a recompute also answers
+``hypothesis``: the values at each spine row's ``SPINE_TIME`` (a shifted request
+time, or the online record's watermark) as of known time, from the rows read, only
+those with ``event_ts <= SPINE_CAP`` (per spine row; null: no cap). The audit asks
+it only for the rows that mismatch. The implementations (``recompute.PlainRecompute``,
 ``recompute_aggregates.AggregateRecompute``) import this module; ``recompute``
 lists them.
 """
@@ -31,18 +35,21 @@ from featurestore.stores.offline.delta import DeltaOfflineStore
 
 # The spine the audit hands over: the view's join keys and the request time.
 SPINE_TIME = "__fs_audit_t"
+# A hypothesis' spine adds the newest event time it may use (int64 us; null: any).
+SPINE_CAP = "__fs_audit_cap"
 OUT_EVENT = "__event_ts"
 OUT_CREATED = "__created_ts"
-OUT_EDGE = "__edge"
 
 
 @dataclass(frozen=True)
 class Recomputed:
     """Both answers for every spine row, in spine order: ``full`` (today's data) and
-    ``known`` (as of known time: only rows created by ``r``)."""
+    ``known`` (as of known time: only rows created by ``r``); ``rows`` are the rows or
+    events they were computed from (what ``hypothesis`` is handed again)."""
 
     full: pl.DataFrame
     known: pl.DataFrame
+    rows: pl.DataFrame | None = None
 
 
 class ViewRecompute(Protocol):
@@ -58,8 +65,23 @@ class ViewRecompute(Protocol):
         features: Sequence[str],
         offline: DeltaOfflineStore,
         table_version: int | None,
+        margin_us: int = 0,
     ) -> Recomputed:
-        """From the view's offline table (the current definition's rows)."""
+        """From the view's offline table (the current definition's rows); the rows
+        read reach ``margin_us`` beyond what the spine needs, so that hypotheses
+        can shift the request time by that much."""
+        ...
+
+    def hypothesis(
+        self,
+        view: FeatureViewPlan,
+        spine: pl.DataFrame,
+        rows: pl.DataFrame,
+        *,
+        features: Sequence[str],
+    ) -> pl.DataFrame:
+        """The values of ``features`` at each spine row's ``SPINE_TIME``, as of known
+        time, from ``rows`` (``Recomputed.rows``) with ``event_ts <= SPINE_CAP``."""
         ...
 
     def from_source(
@@ -69,9 +91,10 @@ class ViewRecompute(Protocol):
         *,
         features: Sequence[str],
         repo: Path,
+        margin_us: int = 0,
     ) -> Recomputed:
         """From the batch source, through ``view``'s own transforms: how an older
-        definition would answer today."""
+        definition would answer today (rows read as ``from_offline`` reads them)."""
         ...
 
 
@@ -101,6 +124,24 @@ def both_answers(
     return Recomputed(full, known)
 
 
+ROW_KEY = "__fs_audit_row"
+
+
+def capped(
+    spine: pl.DataFrame, rows: pl.DataFrame, keys: Sequence[str], event_ts: str
+) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    """Spine and rows for a hypothesis with per-row caps: each spine row becomes an
+    entity of its own (``ROW_KEY``) holding only its entity's rows with
+    ``event_ts <= SPINE_CAP``. Without any cap, both are returned as they are."""
+    if SPINE_CAP not in spine.columns or spine[SPINE_CAP].null_count() == spine.height:
+        return spine.select(*keys, SPINE_TIME), rows, list(keys)
+    numbered = spine.with_row_index(ROW_KEY)
+    cap = pl.col(SPINE_CAP)
+    mine = rows.join(numbered.select(*keys, ROW_KEY, SPINE_CAP), on=list(keys), how="inner")
+    mine = mine.filter(cap.is_null() | (pl.col(event_ts).dt.epoch("us") <= cap)).drop(SPINE_CAP)
+    return numbered.select(ROW_KEY, SPINE_TIME), mine.drop(keys), [ROW_KEY]
+
+
 def empty_result(view: FeatureViewPlan, height: int, features: Sequence[str]) -> pl.DataFrame:
     """The answer when the view has no rows at all: nothing chosen, every value null."""
     dtypes = dict(zip(view.features, view.feature_dtypes, strict=True))
@@ -109,6 +150,5 @@ def empty_result(view: FeatureViewPlan, height: int, features: Sequence[str]) ->
         + [
             pl.Series(OUT_EVENT, [None] * height, pl.Int64),
             pl.Series(OUT_CREATED, [None] * height, pl.Int64),
-            pl.Series(OUT_EDGE, [False] * height, pl.Boolean),
         ]
     )

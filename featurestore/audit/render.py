@@ -8,14 +8,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from featurestore._time import from_us
-from featurestore.audit.causes import CAUSES
+from featurestore.audit.examples import COLUMNS, Group, text
 from featurestore.audit.html import render_html
 from featurestore.audit.report import AuditReport, FeatureResult
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-EXAMPLE_COLUMNS = ("request_id", "feature", "outcome", "cause", "served", "offline")
+# The terminal is narrow: the ids to find a row, the feature, both values.
+TERMINAL_COLUMNS = ("request_id", "entity", "feature", "served", "offline")
 
 
 def _fmt(value: float | None, spec: str = ".4f") -> str:
@@ -74,9 +75,8 @@ def _summary(report: AuditReport) -> list[str]:
     return lines
 
 
-def _examples(report: AuditReport, limit: int) -> list[dict[str, Any]]:
-    cols = [c for c in EXAMPLE_COLUMNS if c in report.mismatches.columns]
-    return list(report.mismatches.select(cols).head(limit).iter_rows(named=True))
+def _rows(g: Group, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [{c: row[c] for c in columns if c in row} for row in g.examples]
 
 
 def render_terminal(
@@ -98,14 +98,18 @@ def render_terminal(
     for f in report.features:
         table.add_row(*(Text(cell) for cell in _feature_row(f)))
     console.print(table)
-    examples = _examples(report, max_examples)
-    if examples:
-        ex = Table(title=f"First {len(examples)} of {report.mismatches.height} mismatches")
-        for col in examples[0]:
-            ex.add_column(col)
-        for row in examples:
-            ex.add_row(*(Text("" if v is None else str(v)) for v in row.values()))
-        console.print(ex)
+    for g in report.example_groups(max_examples):
+        style = "bold red" if g.cause == "unexplained" else "bold"
+        console.print(Text.assemble((f"{g.cause}: {g.values} values. ", style), g.help.meaning))
+        console.print(Text.assemble(("  what to do: ", "dim"), g.help.remedy))
+        rows = _rows(g, TERMINAL_COLUMNS)
+        if rows:
+            ex = Table(title=f"{g.cause}: {len(rows)} of {g.values}")
+            for col in rows[0]:
+                ex.add_column(col, overflow="fold")
+            for row in rows:
+                ex.add_row(*(Text(text(v)) for v in row.values()))
+            console.print(ex)
     for note in report.notes:
         console.print(Text.assemble(("note: ", "yellow"), note))
     if report.passed:
@@ -126,15 +130,28 @@ def render_markdown(report: AuditReport, *, max_examples: int = 10) -> str:
     out += [f"- {_md_cell(line)}" for line in _summary(report)]
     out += ["", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     out += ["| " + " | ".join(_md_cell(c) for c in _feature_row(f)) + " |" for f in report.features]
-    totals = report.cause_totals()
-    out += ["", "## Causes", "", "| cause | values |", "|---|---|"]
-    out += [f"| {c} | {totals[c]} |" for c in CAUSES]
-    examples = _examples(report, max_examples)
-    if examples:
-        out += ["", f"## First {len(examples)} of {report.mismatches.height} mismatches", ""]
-        out.append("| " + " | ".join(examples[0]) + " |")
-        out.append("|" + "---|" * len(examples[0]))
-        out += ["| " + " | ".join(_md_cell(v) for v in row.values()) + " |" for row in examples]
+    groups = report.example_groups(max_examples)
+    out += [
+        "",
+        "## Causes",
+        "",
+        "| cause | values | what it means | what to do |",
+        "|---|---|---|---|",
+    ]
+    out += [
+        f"| {g.cause} | {g.values} | {_md_cell(g.help.meaning)} | {_md_cell(g.help.remedy)} |"
+        for g in groups
+    ]
+    for g in groups:
+        if not g.examples:
+            continue
+        cols = [c for c in COLUMNS if c in g.examples[0]]
+        out += ["", f"## {g.cause}: {len(g.examples)} of {g.values} values", ""]
+        out.append("| " + " | ".join(cols) + " |")
+        out.append("|" + "---|" * len(cols))
+        out += [
+            "| " + " | ".join(_md_cell(text(row[c])) for c in cols) + " |" for row in g.examples
+        ]
     if report.notes:
         out += ["", "## Notes", ""] + [f"- {_md_cell(n)}" for n in report.notes]
     if report.failures:

@@ -11,6 +11,7 @@ import polars as pl
 
 from featurestore._time import from_us
 from featurestore.audit.causes import CAUSES, UNEXPLAINED
+from featurestore.audit.examples import Group, example_groups
 
 # Exit code of a finished audit that breaks a threshold (the CLI's 1-4 mean errors).
 EXIT_THRESHOLD = 5
@@ -111,6 +112,11 @@ class AuditReport:
     thresholds: Thresholds
     training_dataset: str | None = None
     notes: list[str] = field(default_factory=list)
+    key_columns: list[str] = field(default_factory=list)  # join keys in ``mismatches``
+    # per view: age of the served records at request time, seconds (p50, p99, max),
+    # over the values served with a record; and the view's TTL (None: no TTL)
+    served_age: dict[str, dict[str, float]] = field(default_factory=dict)
+    view_ttl_seconds: dict[str, float | None] = field(default_factory=dict)
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
@@ -162,8 +168,20 @@ class AuditReport:
         """0 when every threshold holds, :data:`EXIT_THRESHOLD` otherwise."""
         return 0 if self.passed else EXIT_THRESHOLD
 
+    def example_groups(self, limit: int) -> list[Group]:
+        """The mismatch examples every report shows: per cause, most severe first."""
+        return example_groups(
+            self.mismatches,
+            key_columns=self.key_columns,
+            totals=self.cause_totals(),
+            limit=limit,
+        )
+
     def to_dict(self, *, max_examples: int = 20) -> dict[str, Any]:
-        """A JSON-friendly summary with up to ``max_examples`` mismatches per feature."""
+        """A JSON-friendly summary: per cause (most severe first) its meaning, remedy
+        and up to ``max_examples`` mismatches, the rows the HTML and Markdown reports
+        show; and per feature up to ``max_examples`` mismatches."""
+
         features = []
         for f in self.features:
             item = asdict(f)
@@ -193,11 +211,23 @@ class AuditReport:
             "mismatched_values": self.mismatched,
             "mismatch_rate": self.mismatch_rate,
             "causes": self.cause_totals(),
+            "mismatches_by_cause": [
+                {
+                    "cause": g.cause,
+                    "values": g.values,
+                    "meaning": g.help.meaning,
+                    "remedy": g.help.remedy,
+                    "examples": [_clean(row) for row in g.examples],
+                }
+                for g in self.example_groups(max_examples)
+            ],
             "thresholds": asdict(self.thresholds),
             "passed": self.passed,
             "failures": self.failures,
             "exit_code": self.exit_code,
             "notes": self.notes,
+            "served_age_seconds": self.served_age,
+            "view_ttl_seconds": self.view_ttl_seconds,
             "seconds": self.seconds,
             "timings": self.timings,
             "features": features,
@@ -208,15 +238,16 @@ class AuditReport:
 
 
 def _json_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    return [_clean(row) for row in frame.iter_rows(named=True)]
+
+
+def _clean(row: dict[str, Any]) -> dict[str, Any]:
     # Datetimes as ISO strings; NaN and infinities are not JSON, so they become strings.
-    out = []
-    for row in frame.iter_rows(named=True):
-        clean = {}
-        for k, v in row.items():
-            if isinstance(v, float) and not math.isfinite(v):
-                v = str(v)
-            elif hasattr(v, "isoformat"):
-                v = v.isoformat()
-            clean[k] = v
-        out.append(clean)
-    return out
+    clean = {}
+    for k, v in row.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            v = str(v)
+        elif hasattr(v, "isoformat"):
+            v = v.isoformat()
+        clean[k] = v
+    return clean

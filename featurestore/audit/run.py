@@ -4,8 +4,11 @@ Steps: read the log rows; per view, recompute at each row's request time with th
 current definition (one point-in-time join over all rows, plus an as-of-known-time
 join over the rows whose chosen row arrived late); compare; for mismatches of views
 whose definition changed since serving, recompute with the serving definition too
-(grouped per view and registry version); attribute causes (``causes.py``); count;
-optionally compare distributions with a saved training dataset.
+(grouped per view and registry version); for the mismatches still unexplained,
+recompute at the online record's watermark, then at the request time shifted by the
+edge tolerance (each only for the rows the previous one did not reproduce);
+attribute causes (``causes.py``); count; optionally compare distributions with a
+saved training dataset.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ import polars as pl
 from featurestore._dtypes import to_polars
 from featurestore._time import parse_duration_us, to_us
 from featurestore.api.feature_log import REGISTRY_VERSION, log_table_name
-from featurestore.audit.causes import Columns
+from featurestore.audit.causes import Columns, explained_before_hypotheses, reproduces
 from featurestore.audit.compare import (
     add_causes,
     add_outcomes,
+    compares_floats,
     mismatch_rows,
     non_matching,
     summarize,
@@ -34,9 +38,10 @@ from featurestore.audit.distribution import compare_distributions
 from featurestore.audit.logs import T_US, LogRows, read_log
 from featurestore.audit.recompute import (
     OUT_CREATED,
-    OUT_EDGE,
     OUT_EVENT,
+    SPINE_CAP,
     SPINE_TIME,
+    ViewRecompute,
     recompute_for,
 )
 from featurestore.audit.report import AuditReport, FeatureResult, Thresholds
@@ -117,6 +122,11 @@ def run_audit(
         thresholds=thresholds or Thresholds(),
         training_dataset=training_dataset,
         notes=audit.notes,
+        key_columns=audit.key_columns,
+        served_age=audit.served_age(),
+        view_ttl_seconds={
+            v: None if ttl is None else ttl / 1e6 for v, ttl in audit.view_ttls.items()
+        },
         seconds=time.perf_counter() - started,
         timings=timings,
     )
@@ -176,10 +186,15 @@ class _Audit:
         for ref in self.refs:
             self.views.setdefault(Columns.of(ref).view, []).append(ref)
         self.dtypes: dict[str, str] = {}
-        self.ttls: dict[str, int | None] = {}
+        self.ttls: dict[str, int | None] = {}  # the TTLs causes may use (plain views)
+        self.view_ttls: dict[str, int | None] = {}
         self.skipped: dict[str, str] = {}
         self.table_versions: dict[str, int | None] = {}
         self.key_columns: list[str] = []
+        self.rows: dict[str, pl.DataFrame] = {}  # per view: what its recompute read
+        # per (view, registry version) whose definition changed: what served
+        self.served_defs: dict[tuple[str, int], tuple[FeatureViewPlan, ViewRecompute, pl.DataFrame]]
+        self.served_defs = {}
 
     @property
     def audited(self) -> list[str]:
@@ -215,6 +230,11 @@ class _Audit:
                 compared = [r for r in refs if r not in self.skipped]
                 if compared:
                     self._recompute_served_definitions(name, compared)
+        with _stage(self.timings, "hypotheses"):
+            for name, refs in self.views.items():
+                compared = [r for r in refs if r not in self.skipped]
+                if compared:
+                    self._hypotheses(name, compared)
         with _stage(self.timings, "causes"):
             self.frame = add_causes(
                 self.frame, self.audited, ttls=self.ttls, tolerance_us=self.tolerance
@@ -242,7 +262,9 @@ class _Audit:
         if problem is not None:
             self.skipped.update(dict.fromkeys(refs, problem))
             return
-        self.ttls[name] = described.ttl_us
+        # TTL is no cause for aggregated views (SEMANTICS, "Windowed aggregations").
+        self.ttls[name] = None if described.aggregations else described.ttl_us
+        self.view_ttls[name] = described.ttl_us
         self.key_columns += [k for k in described.join_keys if k not in self.key_columns]
         c0 = Columns.of(refs[0])
         n = self.frame.height
@@ -260,8 +282,11 @@ class _Audit:
                 features=now_feats,
                 offline=self.store.offline,
                 table_version=version,
+                margin_us=self.tolerance,
             )
             full, known = both.full, both.known
+            if both.rows is not None:
+                self.rows[name] = both.rows
         columns: list[pl.Series] = []
         for ref, feat in zip(refs, feats, strict=True):
             c = Columns.of(ref)
@@ -276,14 +301,12 @@ class _Audit:
                 full[OUT_EVENT].alias(c0.full_event),
                 full[OUT_CREATED].alias(c0.full_created),
                 known[OUT_EVENT].alias(c0.known_event),
-                full[OUT_EDGE].alias(c0.edge),
             ]
         else:
             columns += [
                 _nulls(c0.full_event, n, pl.Int64),
                 _nulls(c0.full_created, n, pl.Int64),
                 _nulls(c0.known_event, n, pl.Int64),
-                pl.Series(c0.edge, np.zeros(n, dtype=bool)),
             ]
         changed = {
             v: index is not None
@@ -336,7 +359,9 @@ class _Audit:
                 continue
             spine = self._spine(old)[rows]
             try:
-                both = recompute.from_source(old, spine, features=feats, repo=self.store.repo)
+                both = recompute.from_source(
+                    old, spine, features=feats, repo=self.store.repo, margin_us=self.tolerance
+                )
             except FeatureStoreError as exc:
                 self.notes.append(
                     f"view {name!r} as of registry version {version} could not be "
@@ -345,6 +370,8 @@ class _Audit:
                 )
                 old_ok = old_ok.scatter(rows, False)
                 continue
+            if both.rows is not None:
+                self.served_defs[(name, version)] = (old, recompute, both.rows)
             for ref in refs:
                 feat, c = ref.partition(":")[2], Columns.of(ref)
                 if feat in feats:
@@ -352,7 +379,141 @@ class _Audit:
                     updates[c.old_known] = updates[c.old_known].scatter(rows, both.known[feat])
         self.frame = self.frame.with_columns([*updates.values(), old_ok])
 
+    def _hypotheses(self, name: str, refs: list[str]) -> None:
+        """Recompute the still unexplained mismatches of view ``name`` at the online
+        record's watermark, then those still unexplained at the request time shifted
+        by the tolerance (``causes.py`` names a cause only when one reproduces).
+        Rows served by a definition that changed since are recomputed with it."""
+        c0 = Columns.of(refs[0])
+        rows = self._pending(refs, c0.stale_ok)
+        for part, view, recompute, data in self._definitions(name, rows):
+            cap = self._watermarks(refs, part)
+            r = self.frame[T_US].gather(part).to_numpy()
+            spine = self._spine(view)[part].with_columns(
+                pl.Series(SPINE_TIME, np.maximum(r, cap) if view.aggregations else r).cast(
+                    pl.Datetime("us", "UTC")
+                ),
+                pl.Series(SPINE_CAP, cap),
+            )
+            self._put(view, recompute, data, spine, part, refs, c0.stale_ok, "stale")
+        if self.tolerance <= 0:
+            return
+        rows = self._pending(refs, c0.shift_ok)
+        shift = timedelta(microseconds=self.tolerance)
+        for part, view, recompute, data in self._definitions(name, rows):
+            base = self._spine(view)[part]
+            t = base[SPINE_TIME]
+            spine = pl.concat([base.with_columns(t - shift), base.with_columns(t + shift)])
+            self._put(view, recompute, data, spine, part, refs, c0.shift_ok, "early", "later")
+
+    def _definitions(
+        self, name: str, rows: np.ndarray
+    ) -> Iterator[tuple[np.ndarray, FeatureViewPlan, ViewRecompute, pl.DataFrame]]:
+        """``rows`` by the definition that served them: the serving one where it
+        changed since and could be recomputed, else the current one."""
+        if not rows.size:
+            return
+        versions = self.frame[REGISTRY_VERSION].gather(rows).to_numpy()
+        changed = self.frame[Columns.of(name + ":").changed].gather(rows).to_numpy()
+        rest = np.ones(rows.size, dtype=bool)
+        for (view_name, version), (old, served, data) in self.served_defs.items():
+            mine = changed & (versions == version) & (view_name == name)
+            if mine.any():
+                rest &= ~mine
+                yield rows[mine], old, served, data
+        view = self.current.views.get(name)
+        current = None if view is None else recompute_for(view)
+        if rest.any() and view is not None and current is not None and name in self.rows:
+            yield rows[rest], view, current, self.rows[name]
+
+    def _pending(self, refs: list[str], flag: str) -> np.ndarray:
+        """Rows where some feature mismatches and no cause so far reproduces it."""
+        pending = []
+        for ref in refs:
+            c = Columns.of(ref)
+            f = compares_floats(self.frame, c)
+            done = explained_before_hypotheses(c, is_float=f)
+            if c.stale_ok in self.frame.columns:
+                done |= pl.col(c.stale_ok) & reproduces(c, c.stale, is_float=f)
+            pending.append(non_matching(ref) & ~done)
+        mask = self.frame.select(pl.any_horizontal(pending)).to_series()
+        return np.flatnonzero(mask.to_numpy())
+
+    def _watermarks(self, refs: list[str], rows: np.ndarray) -> np.ndarray:
+        """Per row: the served record's event time; without a record, the newest
+        event time the view served up to that request time (none: no rows at all)."""
+        served = pl.max_horizontal(pl.col(Columns.of(r).served_ts) for r in refs).dt.epoch("us")
+        own = self.frame.select(served).to_series()
+        cap = own.gather(rows)
+        if cap.null_count():
+            seen = (
+                self.frame.select(pl.col(T_US), served.alias("ts"))
+                .with_row_index("i")
+                .sort(T_US)
+                .with_columns(pl.col("ts").cum_max().max().over(T_US))
+                .sort("i")["ts"]
+            )
+            cap = cap.fill_null(seen.gather(rows))
+        return cap.fill_null(np.iinfo(np.int64).min).to_numpy()
+
+    def _put(
+        self,
+        view: FeatureViewPlan,
+        recompute: ViewRecompute,
+        data: pl.DataFrame,
+        spine: pl.DataFrame,
+        rows: np.ndarray,
+        refs: list[str],
+        flag: str,
+        *kinds: str,
+    ) -> None:
+        """Recompute ``spine`` (``len(kinds)`` stacked copies of ``rows``) and scatter
+        the values into the hypothesis columns ``kinds`` of each feature; mark the
+        rows in ``flag``."""
+        refs = [r for r in refs if r.partition(":")[2] in view.features]
+        feats = [r.partition(":")[2] for r in refs]
+        values = recompute.hypothesis(view, spine, data, features=feats)
+        updates = []
+        for ref, feat in zip(refs, feats, strict=True):
+            c = Columns.of(ref)
+            for i, kind in enumerate(kinds):
+                part = values[feat].slice(i * rows.size, rows.size)
+                base = self._column(getattr(c, kind), self.frame.schema[c.full])
+                updates.append(base.scatter(rows, part.cast(base.dtype)))
+        updates.append(self._column(flag, pl.Boolean).scatter(rows, True))
+        self.frame = self.frame.with_columns(updates)
+
+    def _column(self, name: str, dtype: PolarsDataType) -> pl.Series:
+        """A hypothesis column: made (null, False for flags) the first time it is
+        needed, so audits whose mismatches are all explained early carry none."""
+        if name in self.frame.columns:
+            return self.frame[name]
+        if dtype == pl.Boolean:
+            return pl.Series(name, np.zeros(self.frame.height, dtype=bool))
+        return _nulls(name, self.frame.height, dtype)
+
     # -- results ------------------------------------------------------------------
+    def served_age(self) -> dict[str, dict[str, float]]:
+        """Per view: how old the served records were at request time (seconds)."""
+        exprs = []
+        for name, refs in self.views.items():
+            ts = pl.max_horizontal(pl.col(Columns.of(r).served_ts) for r in refs)
+            age = (pl.col(T_US) - ts.dt.epoch("us")).cast(pl.Float64) / 1e6
+            exprs += [
+                age.quantile(0.5).alias(f"{name}|p50"),
+                age.quantile(0.99).alias(f"{name}|p99"),
+                age.max().alias(f"{name}|max"),
+            ]
+        if not exprs or not self.frame.height:
+            return {}
+        row = self.frame.select(exprs).row(0, named=True)
+        out: dict[str, dict[str, float]] = {}
+        for key, value in row.items():
+            if value is not None:
+                view, _, stat = key.partition("|")
+                out.setdefault(view, {})[stat] = float(value)
+        return out
+
     def results(self) -> list[FeatureResult]:
         counted = {r.feature: r for r in summarize(self.frame, self.audited, dtypes=self.dtypes)}
         out = []

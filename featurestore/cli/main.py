@@ -21,6 +21,7 @@ from featurestore.cli import (
     batch,
     dataset,
     definitions,
+    monitor,
     online,
     registry,
     serving,
@@ -60,6 +61,11 @@ _add(app, online.serve)
 _add(app, stream.stream)
 _add(app, serving.promote)
 _add(app, serving.gc)
+_add(app, monitor.monitor)
+
+from featurestore.cli import push  # noqa: E402  (lead: move into the import list)
+
+_add(app, push.push)
 
 from featurestore.cli import catalog  # noqa: E402  (lead: move into the import list)
 

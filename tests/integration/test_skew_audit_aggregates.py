@@ -5,9 +5,8 @@ skews injected on purpose, and the audit must find those rows, each with its cau
 
 Floats: the online records add a hopped window tile by tile, the batch kernel in tree
 order, so a mean may differ in its last bits (SEMANTICS "Windowed aggregations",
-Floats). The audit compares floats exactly, so those rows show as mismatches of at
-most 1e-9 relative; the tests check the integer aggregations exactly and bound the
-mean's rounding."""
+Floats). The audit compares floats within 1e-9 relative, so those rows match; the
+tests check the integer aggregations exactly and bound the mean's rounding."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """AggregateRecompute against a brute-force reading of SEMANTICS ("Windowed
 aggregations") on a small hand-made event log: values, the newest event and created
-time in the audited windows (late data included), and the window-edge flag, in full
-and as of known time (leaving out events created after the floored request time), from
-the offline table and from the batch source."""
+time in the audited windows (late data included), in full and as of known time
+(leaving out events created after the floored request time), from the offline table
+and from the batch source; and the values under a hypothesis (as of known time, at a
+shifted request time, from the events up to a cap)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import pytest
 from featurestore import FeatureStore
 from featurestore.audit.recompute import (
     OUT_CREATED,
-    OUT_EDGE,
     OUT_EVENT,
     RECOMPUTES,
+    SPINE_CAP,
     SPINE_TIME,
     PlainRecompute,
     recompute_for,
@@ -33,7 +34,7 @@ driver = Entity(name="driver", join_keys={"driver_id": "int64"})
 events = BatchSource(name="events", path="data/events.parquet", timestamp_field="ts",
                      created_timestamp_field="created")
 activity = FeatureView(
-    name="activity", entities=[driver], source=events, ttl="30d",
+    name="activity", entities=[driver], source=events, ttl=None,
     transform={"double": pl.col("amount") * 2},
     aggregations=[
         Aggregation(name="n_1h", column=None, function="count", window="1h"),
@@ -82,10 +83,12 @@ SPECIAL = [
 GRID = [(d, 17 * MIN + i * 47 * MIN) for d in (1, 2, 3) for i in range(48)]
 
 
-def _brute(driver: int, r: int, *, known: bool, features: list[str] = FEATURES) -> dict:
+def _brute(
+    driver: int, r: int, *, known: bool, features: list[str] = FEATURES, cap: int | None = None
+) -> dict:
     """``features`` and the facts over their windows for one request, by reading the
-    rules literally."""
-    mine = [e for e in EVENTS if e[0] == driver]
+    rules literally (only events up to ``cap``, when given)."""
+    mine = [e for e in EVENTS if e[0] == driver and (cap is None or e[1] <= cap)]
     out: dict = {}
     counted: list = []
     for name in features:
@@ -103,12 +106,6 @@ def _brute(driver: int, r: int, *, known: bool, features: list[str] = FEATURES) 
         out[name] = v if ok else None
     out[OUT_EVENT] = max((e[1] for e in counted), default=None)
     out[OUT_CREATED] = max((e[2] for e in counted), default=None)
-    edges = []
-    for name in features:
-        _, window, hop, _ = SPECS[name]
-        q = r if hop is None else r // hop * hop
-        edges += [(q, hop or US)] + ([] if window is None else [(q - window, hop or US)])
-    out[OUT_EDGE] = any(abs(e[1] - edge) <= tol for e in mine for edge, tol in edges)
     return out
 
 
@@ -151,12 +148,11 @@ def _check(
     known: bool,
     features: list[str] = FEATURES,
 ) -> None:
-    assert answer.columns == [*features, OUT_EVENT, OUT_CREATED, OUT_EDGE]
+    assert answer.columns == [*features, OUT_EVENT, OUT_CREATED]
     got = {
         **{f: answer[f].to_list() for f in features},
         OUT_EVENT: _us(answer, OUT_EVENT),
         OUT_CREATED: _us(answer, OUT_CREATED),
-        OUT_EDGE: answer[OUT_EDGE].to_list(),
     }
     for i, (driver, r) in enumerate(rows):
         expected = _brute(driver, r, known=known, features=features)
@@ -187,10 +183,7 @@ def test_offline_recompute_matches_brute_force(store):
         2.5,
         T0_US + 10 * H + MIN,
     )
-    assert full[(1, 11 * H)]["n_1h"] == 1 and full[(1, 11 * H)][OUT_EDGE]
-    assert full[(1, 5 * H + 30 * MIN - 1)][OUT_EDGE] and full[(2, 20 * H)][OUT_EDGE]
-    edges = both.full[OUT_EDGE]
-    assert 0 < edges.sum() < len(rows)  # some rows on an edge, some not
+    assert full[(1, 11 * H)]["n_1h"] == 1
     assert both.full.filter(pl.col("double_sum_1d").is_not_null()).height > 10
     assert full[(3, 17 * MIN)] == {
         "n_1h": 0,
@@ -199,7 +192,6 @@ def test_offline_recompute_matches_brute_force(store):
         "amount_last_6h": None,
         OUT_EVENT: None,
         OUT_CREATED: None,
-        OUT_EDGE: False,
     }
 
 
@@ -222,26 +214,54 @@ def test_fewer_features_read_less_and_still_match(store, features):
     _check(both.known, rows, known=True, features=features)
 
 
-@pytest.mark.parametrize(
-    ("row", "features"),
-    [
-        ((2, 20 * H), ["n_1h"]),  # the event 1 us after the request
-        ((2, 20 * H), ["double_sum_1d"]),  # ... within the hop after the floored time
-        ((2, 45 * H + 10 * MIN), ["double_sum_1d"]),  # ... 1 us short of a hop below
-    ],
-)
-def test_edges_are_looked_for_beyond_the_window(store, row, features):
-    """Events the window does not count can sit on its edge: they are read too."""
+@pytest.mark.parametrize("shift", [-1, 1, -H // 2, H // 2])
+def test_hypothesis_at_shifted_times_matches_brute_force(store, shift):
+    """The edge hypothesis: the request time moved by the tolerance, as of known time,
+    from the events read with that margin (the 1h window's edges sit on events)."""
     view = store.index().view("activity")
+    rows = GRID[::3] + SPECIAL
+    margin = abs(shift)
     both = AggregateRecompute().from_offline(
         view,
-        _spine([row]),
-        features=features,
+        _spine(rows),
+        features=FEATURES,
+        offline=store.offline,
+        table_version=store.offline.version("activity"),
+        margin_us=margin,
+    )
+    assert both.rows is not None
+    moved = [(d, r + shift) for d, r in rows]
+    got = AggregateRecompute().hypothesis(view, _spine(moved), both.rows, features=FEATURES)
+    assert got.columns == FEATURES
+    for i, (driver, r) in enumerate(moved):
+        expected = _brute(driver, r, known=True)
+        assert {f: got[f][i] for f in FEATURES} == {f: expected[f] for f in FEATURES}
+
+
+def test_hypothesis_with_caps_counts_only_events_up_to_each_cap(store):
+    """The stale-online hypothesis: each spine row sees its entity's events up to its
+    own cap (a record's watermark); no cap: every event; the same entity twice with
+    different caps gets different answers."""
+    view = store.index().view("activity")
+    rows = [(1, 31 * H), (1, 31 * H), (1, 31 * H), (2, 21 * H), (3, 21 * H), (1, 11 * H)]
+    caps = [26 * H, 10 * H + 10 * MIN, None, 2 * H, 5 * H, -(2**62)]
+    both = AggregateRecompute().from_offline(
+        view,
+        _spine(rows),
+        features=FEATURES,
         offline=store.offline,
         table_version=store.offline.version("activity"),
     )
-    assert both.full[OUT_EDGE].to_list() == [True]
-    _check(both.full, [row], known=False, features=features)
+    assert both.rows is not None
+    spine = _spine(rows).with_columns(
+        pl.Series(SPINE_CAP, [None if c is None else T0_US + c for c in caps], pl.Int64)
+    )
+    got = AggregateRecompute().hypothesis(view, spine, both.rows, features=FEATURES)
+    for i, ((driver, r), cap) in enumerate(zip(rows, caps, strict=True)):
+        expected = _brute(driver, r, known=True, cap=cap)
+        assert {f: got[f][i] for f in FEATURES} == {f: expected[f] for f in FEATURES}, i
+    assert got["amount_max"].to_list()[:3] == [4.0, 2.5, 4.0]  # not vacuous
+    assert got["n_1h"].to_list()[-1] == 0
 
 
 def test_only_audited_features_and_their_windows_count(store):
@@ -254,7 +274,7 @@ def test_only_audited_features_and_their_windows_count(store):
         offline=store.offline,
         table_version=store.offline.version("activity"),
     )
-    assert both.full.columns == ["n_1h", OUT_EVENT, OUT_CREATED, OUT_EDGE]
+    assert both.full.columns == ["n_1h", OUT_EVENT, OUT_CREATED]
     # The 1h window alone: the late event at 10:20 is the newest; at 27:00 nothing.
     assert both.full["n_1h"].to_list() == [2, 0]
     assert _us(both.full, OUT_EVENT) == [10 * H + 20 * MIN, None]
@@ -286,12 +306,11 @@ def test_no_table_counts_zero_and_no_rows_is_empty(store):
     )
     assert both.full["n_1h"].to_list() == [0, 0]
     assert both.full.select(*FEATURES[1:], OUT_EVENT, OUT_CREATED).null_count().row(0) == (2,) * 5
-    assert both.full[OUT_EDGE].to_list() == [False, False]
     empty = AggregateRecompute().from_offline(
         view, _spine([]), features=FEATURES, offline=store.offline, table_version=0
     )
     assert empty.full.height == 0
-    assert empty.full.columns == [*FEATURES, OUT_EVENT, OUT_CREATED, OUT_EDGE]
+    assert empty.full.columns == [*FEATURES, OUT_EVENT, OUT_CREATED]
 
 
 def test_recompute_for_picks_the_aggregate_implementation(store):

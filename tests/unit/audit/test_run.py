@@ -41,7 +41,7 @@ driver_activity = FeatureView(
     name="driver_activity",
     entities=[driver],
     source=driver_stats_source,
-    ttl="2d",
+    ttl=None,
     aggregations=[Aggregation(name="trips_sum_1d", column="avg_daily_trips",
                               function="sum", window="1d")],
 )
