@@ -283,6 +283,31 @@ class ServerConfig(_Section):
     access_log_error_lines_per_second: float = Field(
         default=10.0, gt=0, description="Error lines logged per status per second; rest counted."
     )
+    push_keys: list[str] = Field(
+        default_factory=list,
+        description="API keys allowed to POST /v1/push (a subset of api_keys); with api_keys "
+        "set and this empty, nobody may push.",
+    )
+    push_view_keys: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Feature view -> the push keys allowed to push to it (others: 403).",
+    )
+    push_max_rows: int = Field(
+        default=10_000, ge=1, description="Most rows in one push request (413 past it)."
+    )
+    push_max_body_bytes: int = Field(
+        default=16_777_216, ge=1024, description="Largest push request body accepted (413)."
+    )
+    push_store_retry_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long a push retries a store that is down before answering 503.",
+    )
+    push_replay_window_seconds: float = Field(
+        default=7 * 86_400.0,
+        gt=0,
+        description="An aggregated view ignores a push replayed (same push_id) within it.",
+    )
 
 
 class RepoConfig(_Section):

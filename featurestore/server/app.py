@@ -3,6 +3,7 @@
 Routes:
 
 - ``POST /v1/features/online``: feature values for entities (see ``lookup.py``);
+- ``POST /v1/push``: rows written online and offline (see ``push.py``);
 - ``GET|HEAD /health``: liveness, no I/O;
 - ``GET /ready``: pings the online store and the registry; 503 when either is down
   or the served version has nothing to serve (it names a refused newer version);
@@ -40,6 +41,7 @@ from featurestore.server.models import (
     request_schema,
 )
 from featurestore.server.options import ServerOptions
+from featurestore.server.push import PUSH_PATH, PushHandler, PushRequest, PushResponse
 from featurestore.server.state import GuardedStore, Serving
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -117,10 +119,11 @@ def create_app(
         if opts.feature_logging
         else None
     )
+    auth = Authenticator(opts.api_keys, opts.service_keys)
     handler = LookupHandler(
         serving=serving,
         store=guard,
-        auth=Authenticator(opts.api_keys, opts.service_keys),
+        auth=auth,
         metrics=metrics,
         max_entities=opts.max_entities,
         max_features=opts.max_features,
@@ -187,6 +190,29 @@ def create_app(
         # documents it, and serves it the same way when the app is mounted under a
         # prefix: the endpoint then reads the body and answers by itself.
         return _Delegate(endpoint)
+
+    push_handler = PushHandler(store, auth=auth, body_timeout_seconds=opts.body_timeout_seconds)
+
+    @app.post(
+        PUSH_PATH,
+        summary="Write rows of a feature view",
+        description="Rows (the view's source columns, as columns or a list of objects) go "
+        "through the view's row transforms to the online store (compare-and-set; "
+        "aggregated views fold them into their records) and to the offline table. "
+        "Pushing again with the same push_id writes nothing twice. Needs a key in "
+        "server.push_keys when the server has API keys.",
+        response_model=None,
+        responses={200: {"model": PushResponse}, **_ERRORS},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": PushRequest.model_json_schema()}},
+            }
+        },
+        tags=["push"],
+    )
+    async def push(request: Request) -> Response:
+        return await push_handler(request)
 
     @app.get("/health", response_model=HealthResponse, tags=["operations"])
     async def health() -> dict[str, Any]:

@@ -35,7 +35,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 LOOKUP_PATH = "/v1/features/online"
 # Routes get their own metric label; anything else is "other", so that scanners
 # requesting random paths cannot grow the label set without bound.
-ROUTES = frozenset({LOOKUP_PATH, "/health", "/ready", "/metrics", "/docs", "/openapi.json"})
+ROUTES = frozenset(
+    {LOOKUP_PATH, "/v1/push", "/health", "/ready", "/metrics", "/docs", "/openapi.json"}
+)
 _JSON_HEADER = (b"content-type", b"application/json")
 DRAIN_FACTOR = 16
 

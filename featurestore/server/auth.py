@@ -1,4 +1,5 @@
-"""Bearer-token auth for the lookup routes, and per-service key restrictions.
+"""Bearer-token auth for the lookup routes, per-service key restrictions, and who
+may push (``PushPermissions``).
 
 With no API keys configured the server is open. With keys, every ``/v1/`` request
 needs ``Authorization: Bearer <key>``; ``/health``, ``/ready``, ``/metrics`` and the
@@ -90,3 +91,62 @@ def _any_equal(token: bytes, keys: Sequence[bytes]) -> bool:
     for key in keys:
         found |= hmac.compare_digest(token, key)
     return found
+
+
+class PushPermissions:
+    """Who may write through ``POST /v1/push``.
+
+    With no API keys the server is open, for pushes as for lookups. With keys, only
+    the keys in ``push_keys`` may push (an ordinary API key reads only), and a view
+    listed in ``view_keys`` only takes pushes from the keys listed for it.
+    """
+
+    def __init__(
+        self,
+        api_keys: Sequence[str],
+        push_keys: Sequence[str],
+        view_keys: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        known = set(api_keys)
+        unknown = [k for k in push_keys if k not in known]
+        if unknown:
+            raise DefinitionError(
+                "push keys must be API keys too",
+                obj="server config",
+                field="server.push_keys",
+                value=f"{len(unknown)} key(s) not in server.api_keys",
+                hint="add the keys to server.api_keys (or FEATURESTORE_API_KEYS) too",
+            )
+        self.keys = tuple(k.encode() for k in push_keys)
+        self.view_keys: dict[str, tuple[bytes, ...]] = {}
+        for view, keys in (view_keys or {}).items():
+            stray = [k for k in keys if k not in set(push_keys)]
+            if stray or not keys:
+                raise DefinitionError(
+                    "a view's push keys must be a non-empty subset of the push keys",
+                    obj=f"feature view {view!r}",
+                    field="server.push_view_keys",
+                    value=f"{len(stray)} key(s) not in server.push_keys" if stray else [],
+                    hint="add the keys to server.push_keys too",
+                )
+            self.view_keys[view] = tuple(k.encode() for k in keys)
+
+    def check(self, key: bytes | None, view: str) -> None:
+        """Raise ``Forbidden`` unless ``key`` (None: auth is off) may push to ``view``."""
+        if key is None:
+            return
+        if not _any_equal(key, self.keys):
+            raise Forbidden(
+                "this API key may not push",
+                field="Authorization",
+                value="(key not shown)",
+                hint="push with a key listed in server.push_keys",
+            )
+        allowed = self.view_keys.get(view)
+        if allowed is not None and not _any_equal(key, allowed):
+            raise Forbidden(
+                "this API key may not push to this feature view",
+                field="view",
+                value=view,
+                hint="ask for a key listed under server.push_view_keys for this view",
+            )
