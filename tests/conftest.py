@@ -11,4 +11,5 @@ os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "fe
 pytest_plugins = [
     "tests.fixtures.services",
     "tests.fixtures.kafka",
+    "tests.fixtures.redis_cluster",
 ]

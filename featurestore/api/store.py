@@ -158,7 +158,8 @@ class FeatureStore:
         from featurestore.stores.online import open_online_store
 
         url = self.settings.online_url
-        if url.startswith(("redis://", "rediss://")) and "timeout_s=" not in url:
+        redis_schemes = ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
+        if url.startswith(redis_schemes) and "timeout_s=" not in url:
             timeout = self.settings.config.online_store.timeout_seconds
             url += ("&" if "?" in url else "?") + f"timeout_s={timeout}"
         return open_online_store(url)

@@ -29,6 +29,7 @@ from featurestore.compile import PlanIndex
 from featurestore.errors import FeatureStoreError, OnlineStoreUnavailable
 from featurestore.server.metrics import ServerMetrics
 from featurestore.stores.online.base import (
+    CAP_PARTIAL,
     OnlineStore,
     OnlineViewSchema,
     ReadRequest,
@@ -276,7 +277,10 @@ class GuardedStore:
         try:
             results = self.inner.read(requests)
         except OnlineStoreUnavailable as exc:
-            self.trip(exc)
+            # A store of nodes (a cluster) fails only the requests that need the node
+            # that is down; the others keep being answered, so one failure trips nothing.
+            if CAP_PARTIAL not in self.capabilities:
+                self.trip(exc)
             raise
         self.metrics.store_latency.observe(time.perf_counter() - started, self._labels)
         return results
@@ -299,7 +303,8 @@ class GuardedStore:
         try:
             self.inner.ping()
         except OnlineStoreUnavailable as exc:
-            self.trip(exc)
+            if CAP_PARTIAL not in self.capabilities:  # see read(): reads go on
+                self.trip(exc)
             raise
         with self._lock:
             self._up()

@@ -1,7 +1,8 @@
 """Online stores: one record per (project, view, entity), compare-and-set on event time.
 
 ``open_online_store(url)`` picks a backend from a URL. Redis is imported only when
-a ``redis://`` URL is opened, so importing this package stays light.
+a ``redis://`` or ``redis+cluster://`` URL is opened, so importing this package
+stays light.
 
 >>> store = open_online_store("memory://")
 >>> sorted(store.capabilities)
@@ -43,6 +44,8 @@ _OPTIONS: dict[str, dict[str, type]] = {
         "max_connections": int,
     },
 }
+_OPTIONS["redis+cluster"] = _OPTIONS["redis"]
+_TLS = {"rediss": "redis", "rediss+cluster": "redis+cluster"}  # same options as without TLS
 _KINDS = {int: "an integer", float: "a number"}
 
 
@@ -52,19 +55,22 @@ def open_online_store(url: str) -> OnlineStore:
     - ``memory://``: the in-process twin (a new empty store on each call);
     - ``sqlite:///relative/online.db``, ``sqlite:////abs/online.db``, ``sqlite://``
       (in memory): the embedded default;
-    - ``redis://[:password@]host:port/db`` (or ``rediss://``).
+    - ``redis://[:password@]host:port/db`` (or ``rediss://``);
+    - ``redis+cluster://[:password@]host:port`` (or ``rediss+cluster://``): a Redis
+      Cluster, found from that one node.
 
     Options go in the query string, e.g. ``redis://localhost:6379/0?timeout_s=0.2``.
     """
     parts = urlsplit(url)
-    scheme = "redis" if parts.scheme == "rediss" else parts.scheme
+    scheme = _TLS.get(parts.scheme, parts.scheme)
     if scheme not in _OPTIONS:
         raise DefinitionError(
             "unknown online store URL scheme",
             obj="online store",
             field="url",
             value=url,
-            hint="Use memory://, sqlite:///path/online.db or redis://host:port/db",
+            hint="Use memory://, sqlite:///path/online.db, redis://host:port/db "
+            "or redis+cluster://host:port",
         )
     options = _parse_options(url, parts.query, _OPTIONS[scheme])
     if scheme == "memory":
@@ -74,9 +80,21 @@ def open_online_store(url: str) -> OnlineStore:
         path = url.split("?", 1)[0][len("sqlite://") :]
         path = path[1:] if path.startswith("/") else path
         return SqliteOnlineStore(path or ":memory:", **options)
+    base = url.split("?", 1)[0]
+    if scheme == "redis+cluster":
+        if parts.path not in ("", "/", "/0"):
+            raise DefinitionError(
+                "a Redis Cluster has only database 0",
+                obj="online store",
+                field="url",
+                value=url,
+                hint="Drop the database number: redis+cluster://host:port",
+            )
+        from featurestore.stores.online.redis_cluster import RedisClusterOnlineStore
+
+        return RedisClusterOnlineStore(base, **options)
     from featurestore.stores.online.redis import RedisOnlineStore
 
-    base = url.split("?", 1)[0]
     return RedisOnlineStore(base, **options)
 
 

@@ -35,6 +35,9 @@ CAP_TTL = "ttl"  # records are dropped retention_us after their event_ts
 CAP_MULTI_VIEW_READ = "multi_view_read"  # one read() call serves many views
 CAP_PERSISTENT = "persistent"  # records survive the process
 CAP_MULTI_PROCESS = "multi_process"  # several processes may write at once, safely
+# one unreachable node fails only the requests that need it (Redis Cluster): a reader
+# must not treat one failed read as the whole store being down
+CAP_PARTIAL = "partial_availability"
 
 # A column of values: a list or tuple, a numpy array, a Polars Series or an Arrow
 # array. Typed as Any because Polars and Arrow are optional at import time.
