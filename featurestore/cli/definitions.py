@@ -91,10 +91,15 @@ def apply(
     ] = "",
 ) -> None:
     """Compile the definitions and record them as a new registry version."""
+    from featurestore.api.serving import keep_serving
+
     store = open_store(repo)
     planned = store.plan()
     result = store.registry.apply(
-        planned.plan, expected_version=planned.diff.base_version, message=message
+        planned.plan,
+        expected_version=planned.diff.base_version,
+        message=message,
+        keep_serving=keep_serving,  # blue/green, as FeatureStore.apply does
     )
     if as_json:
         print_apply_json(result)
@@ -104,5 +109,11 @@ def apply(
     print_diff(result.diff)
     if result.created:
         console.print(f"[bold green]Applied:[/] registry version {result.version}.")
+        for view, version in sorted(store.registry.serving_pins().items()):
+            console.print(
+                f"{view}: still served online from version {version} until `featurestore "
+                f"materialize` fills its new records (or `featurestore promote {view}`)",
+                highlight=False,
+            )
     else:
         console.print(f"Nothing to apply; the registry stays at version {result.version}.")

@@ -19,10 +19,12 @@ import typer
 
 from featurestore.cli import (
     batch,
+    catalog,
     dataset,
     definitions,
     monitor,
     online,
+    push,
     registry,
     serving,
     skew,
@@ -63,12 +65,7 @@ _add(app, serving.promote)
 _add(app, serving.gc)
 _add(app, monitor.monitor)
 
-from featurestore.cli import push  # noqa: E402  (lead: move into the import list)
-
 _add(app, push.push)
-
-from featurestore.cli import catalog  # noqa: E402  (lead: move into the import list)
-
 _add(app, catalog.list_objects, "list")
 _add(app, catalog.describe)
 _add(app, catalog.search)

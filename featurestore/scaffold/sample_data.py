@@ -45,11 +45,30 @@ def driver_stats(
     )
 
 
+def spine(*, drivers: int = 5, end: datetime = SAMPLE_END) -> pl.DataFrame:
+    """A training spine over the sample data: each of ``drivers`` drivers at four
+    times inside the sampled week, half past an hour, so that each row falls
+    between two source events and takes the earlier one."""
+    ago = [timedelta(hours=h, minutes=-30) for h in (2, 20, 50, 100)]
+    times = [end - a for a in ago]
+    ids = [1001 + d for d in range(drivers) for _ in times]
+    return pl.DataFrame(
+        {
+            "driver_id": pl.Series(ids, dtype=pl.Int64),
+            "event_timestamp": pl.Series(times * drivers, dtype=pl.Datetime("us", "UTC")),
+        }
+    )
+
+
 def write_sample_data(repo: Path, *, end: datetime | None = None) -> list[Path]:
-    """Write the sample source; ``end`` defaults to the current hour, so that a fresh
-    demo has values that are neither expired nor in the future."""
+    """Write the sample source and a spine for ``featurestore dataset create``;
+    ``end`` defaults to the current hour, so that a fresh demo has values that are
+    neither expired nor in the future."""
+    end = end or current_hour()
     data = repo / "data"
     data.mkdir(parents=True, exist_ok=True)
     path = data / "driver_stats.parquet"
-    driver_stats(end=end or current_hour()).write_parquet(path)
-    return [path]
+    driver_stats(end=end).write_parquet(path)
+    spine_path = data / "spine.parquet"
+    spine(end=end).write_parquet(spine_path)
+    return [path, spine_path]
