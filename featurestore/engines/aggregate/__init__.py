@@ -21,6 +21,7 @@ _functions      Numba: one loop over the queries per aggregation function
 _layout         Numba: events grouped by key and time; each window's bounds
 _keys           Numba: dense codes for an integer key column (a hash join)
 state           mergeable partial states shared by batch, stream and online (numpy)
+_ties           the first/last tie rule: values' sort order, tie runs reordered
 reference       brute-force Python, the executable definition used by tests
 spec            ``WindowSpec``, ``AggFunction``, output dtypes (no heavy imports)
 ==============  ===============================================================

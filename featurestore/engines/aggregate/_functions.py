@@ -327,8 +327,9 @@ def edge_positions(
 ) -> np.ndarray:
     """Position of the first (or last) non-null event of each window, or -1.
 
-    Positions run in (event_ts, created_ts, input position) order, so exact ties
-    go to the earliest input row for ``first`` and the latest for ``last``.
+    Positions run in (event_ts, created_ts) order with each run of exact ties in
+    value order (``_sorted.SortedColumn._edge_layout``), so ties go to the smallest
+    value for ``first`` and the largest for ``last``.
     """
     out = np.full(len(lo), -1, np.int64)
     for i in range(len(order)):

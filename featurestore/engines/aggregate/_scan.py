@@ -13,7 +13,8 @@ Accumulators are per query slot (queries grouped by key) and per distinct
 (window, hop). Integer sums wrap (exact); float sums and Welford moments follow
 input order, so they match the time-ordered reference within 1e-9 relative
 unless the window's values cancel. first/last compare (event_ts, created_ts) and
-break exact ties by input position, as the sorted path does.
+break exact ties by value rank (``_ties``), as the sorted path does; the values
+are ranked only if some window holds such a tie.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def scan(
     cts: np.ndarray,
     x: np.ndarray,
     valid: np.ndarray,
+    rank: np.ndarray,
+    only: np.ndarray,
     qstart: np.ndarray,
     qts: np.ndarray,
     windows: np.ndarray,
@@ -44,7 +47,7 @@ def scan(
     as_of: bool,
     neutral_min: Any,
     neutral_max: Any,
-) -> tuple[np.ndarray, ...]:
+) -> tuple[Any, ...]:
     """Accumulate every event into the query slots of its key.
 
     ``run_starts`` cuts the events into runs of ascending key codes (see
@@ -55,9 +58,14 @@ def scan(
 
     ``qstart[k + 1]..qstart[k + 2]`` are the slots of key ``k`` (bucket 0 holds
     queries that match nothing); ``qts[j, w]`` is slot j's time for window w, hop
-    already applied; ``windows[w] <= 0`` is a lifetime window. Returns
-    ``(n, total, low, high, mean, m2, first, last)``, each ``[slots, windows]``
-    (a 1x1 placeholder where no window needs it); first/last hold event positions.
+    already applied; ``windows[w] <= 0`` is a lifetime window. ``rank`` orders the
+    values where first/last tie on (event_ts, created_ts). Without it (empty) such a
+    tie only flags the key in ``tied`` (bool per key), and the caller ranks the
+    values of those keys and runs their first/last again, with ``only`` (bool per
+    key; empty: all keys) marking them: most logs have few such ties, so most
+    values are never ranked. Returns ``(n, total, low, high, mean, m2, first, last,
+    tied)``, each but ``tied`` ``[slots, windows]`` (a 1x1 placeholder where no
+    window needs it); first/last hold event positions.
     """
     n_slots, n_win = qts.shape
     shape = (n_slots, n_win)
@@ -75,7 +83,9 @@ def scan(
     first = np.full(shape if any_need[NEED_FIRST] else none, -1, np.int64)
     last = np.full(shape if any_need[NEED_LAST] else none, -1, np.int64)
     n_win = qts.shape[1]
-    for e in _visit_order(codes, run_starts, valid, qstart):
+    ranked = len(rank) > 0
+    tied = np.zeros(len(qstart) - 2, np.bool_)
+    for e in _visit_order(codes, run_starts, valid, qstart, only):
         te, ce, v = ets[e], cts[e], x[e]
         k = codes[e]
         for j in range(qstart[k + 1], qstart[k + 2]):
@@ -97,34 +107,59 @@ def scan(
                     m2[j, w] += d * (v - mean[j, w])
                 if need[w, NEED_FIRST]:
                     p = first[j, w]
-                    if p < 0 or te < ets[p] or (te == ets[p] and ce < cts[p]):
+                    if p < 0:
+                        first[j, w] = e
+                    elif te == ets[p] and ce == cts[p]:
+                        if not ranked:
+                            tied[k] = True
+                        elif rank[e] < rank[p]:
+                            first[j, w] = e
+                    elif te < ets[p] or (te == ets[p] and ce < cts[p]):
                         first[j, w] = e
                 if need[w, NEED_LAST]:
                     p = last[j, w]
-                    if p < 0 or te > ets[p] or (te == ets[p] and ce >= cts[p]):
+                    if p < 0:
                         last[j, w] = e
-    return n, total, low, high, mean, m2, first, last
+                    elif te == ets[p] and ce == cts[p]:
+                        if not ranked:
+                            tied[k] = True
+                        elif rank[e] > rank[p]:
+                            last[j, w] = e
+                    elif te > ets[p] or (te == ets[p] and ce > cts[p]):
+                        last[j, w] = e
+    return n, total, low, high, mean, m2, first, last, tied
 
 
 @njit(cache=True)
 def _visit_order(
-    codes: np.ndarray, run_starts: np.ndarray, valid: np.ndarray, qstart: np.ndarray
+    codes: np.ndarray,
+    run_starts: np.ndarray,
+    valid: np.ndarray,
+    qstart: np.ndarray,
+    only: np.ndarray,
 ) -> np.ndarray:
-    """The events that meet some query, runs merged by key (input order within a
-    key); with more runs than keys, merging costs more than it saves: input order."""
+    """The events that meet some query (of a key in ``only``, unless it is empty),
+    runs merged by key (input order within a key); with more runs than keys,
+    merging costs more than it saves: input order."""
     n_keys = len(qstart) - 2
+    every = len(only) == 0
     out = np.empty(len(codes), np.int64)
     m = 0
     if len(run_starts) > n_keys + 2:
         for e in range(len(codes)):
             k = codes[e]
-            if 0 <= k < n_keys and valid[e] and qstart[k + 1] < qstart[k + 2]:
+            if (
+                0 <= k < n_keys
+                and valid[e]
+                and qstart[k + 1] < qstart[k + 2]
+                and (every or only[k])
+            ):
                 out[m] = e
                 m += 1
         return out[:m]
     ptr = run_starts[:-1].copy()
     for k in range(n_keys):
-        wanted = qstart[k + 1] < qstart[k + 2]
+        wanted = qstart[k + 1] < qstart[k + 2] and (every or only[k])
         for r in range(len(ptr)):
             e, end = ptr[r], run_starts[r + 1]
             while e < end:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -10,6 +11,8 @@ from featurestore.engines.aggregate import _scan
 from featurestore.engines.aggregate._workload import Values, Workload
 from featurestore.engines.aggregate.spec import WindowSpec
 
+_NONE = np.zeros(0, np.int64)  # no ranks: the scan flags the keys with ties
+_NO_KEYS = np.zeros(0, np.bool_)  # no key filter: every key
 _NEEDS = {
     "sum": (_scan.NEED_SUM,),
     "mean": (_scan.NEED_SUM,),
@@ -62,21 +65,30 @@ def _scan_group(
     if x.dtype.kind == "f":
         neutral_min = neutral_max = np.float64(np.nan)
     work.pairs_and_runs()  # makes work.run_starts
-    n, total, low, high, mean, m2, first, last = _scan.scan(
-        work.event_keys,
-        work.run_starts,
-        work.event_ts,
-        work.created_ts,
-        x,
-        vals.valid,
-        work.query_starts,
-        qts,
-        np.array([w for w, _ in windows], np.int64),
-        need,
-        work.as_of,
-        neutral_min,
-        neutral_max,
-    )
+    widths = np.array([w for w, _ in windows], np.int64)
+
+    def run(need: np.ndarray, rank: np.ndarray, only: np.ndarray) -> tuple[Any, ...]:
+        return _scan.scan(  # type: ignore[no-any-return]
+            work.event_keys,
+            work.run_starts,
+            work.event_ts,
+            work.created_ts,
+            x,
+            vals.valid,
+            rank,
+            only,
+            work.query_starts,
+            qts,
+            widths,
+            need,
+            work.as_of,
+            neutral_min,
+            neutral_max,
+        )
+
+    n, total, low, high, mean, m2, first, last, tied = run(need, _NONE, _NO_KEYS)
+    if tied.any():
+        first, last = _retie(work, vals, need, tied, first, last, run)
     order = work.query_order
     cache: dict[int, np.ndarray] = {}
 
@@ -100,3 +112,32 @@ def _scan_group(
             raw = {"pos": per_query(first if f == "first" else last, w)}
         raws.append(raw)
     return raws
+
+
+def _retie(
+    work: Workload,
+    vals: Values,
+    need: np.ndarray,
+    tied: np.ndarray,
+    first: np.ndarray,
+    last: np.ndarray,
+    run: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[Any, ...]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """first/last again for the keys whose windows hold events tied on (event_ts,
+    created_ts), with their values ranked (``_ties``); other keys keep theirs."""
+    codes = work.event_keys
+    known = (codes >= 0) & (codes < len(tied))
+    rows = np.flatnonzero(known)[tied[codes[known]]]
+    rank = np.zeros(len(codes), np.int64)
+    rank[rows] = vals.rank_of(rows)
+    edges = [_scan.NEED_FIRST, _scan.NEED_LAST]
+    edges_only = np.zeros_like(need)
+    edges_only[:, edges] = need[:, edges]
+    first2, last2 = run(edges_only, rank, tied)[6:8]
+    counts = np.diff(work.query_starts)
+    redone = np.repeat(np.concatenate(([False], tied)), counts)  # slot order
+    if need[:, _scan.NEED_FIRST].any():
+        first[redone] = first2[redone]
+    if need[:, _scan.NEED_LAST].any():
+        last[redone] = last2[redone]
+    return first, last

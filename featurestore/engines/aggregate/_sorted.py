@@ -15,6 +15,7 @@ import numpy as np
 
 from featurestore.engines.aggregate import _functions as fn
 from featurestore.engines.aggregate._layout import window_bounds
+from featurestore.engines.aggregate._ties import break_ties, tied_runs
 from featurestore.engines.aggregate._workload import Values, Workload
 from featurestore.engines.aggregate.spec import WindowSpec
 
@@ -103,11 +104,25 @@ class SortedColumn:
             )
             best = fn.best(lo, mid, hi, t, order, x, ok, cts, tree, direct_max, is_max, neutral)
             return {"n": n, "best": best}
-        nxt, prv = self.cached("neighbours", lambda: fn.valid_neighbours(ok))
+        perm, ok, nxt, prv = self.cached("edges", self._edge_layout)
         pos = fn.edge_positions(lo, mid, hi, t, order, ok, cts, nxt, prv, f == "last")
         found = pos >= 0
-        pos[found] = self.index.order[pos[found]]  # sorted position -> input position
+        pos[found] = perm[pos[found]]  # sorted position -> input position
         return {"pos": pos}
+
+    def _edge_layout(self) -> tuple[np.ndarray, ...]:
+        """The layout first/last read: runs of events tied on (key, event_ts,
+        created_ts) reordered by value rank (``_ties``), so the run's first valid
+        event has the smallest value and its last the largest. Ties share their
+        times, so the windows' bounds stay as they are. Returns the input position
+        of each sorted position, validity and ``valid_neighbours`` in that layout."""
+        index, ok = self.index, self.valid
+        perm = index.order
+        same = tied_runs(index.ets, index.cts, cuts=index.starts)
+        if same is not None:
+            moved = break_ties(same, lambda at: self.values.rank_of(index.order[at]))
+            perm, ok = index.order[moved], ok[moved]
+        return (perm, ok, *fn.valid_neighbours(ok))
 
     def _total(self, spec: WindowSpec, large: bool, direct_max: int) -> np.ndarray:
         lo, mid, hi, t = bounds(self.work, spec)

@@ -10,12 +10,14 @@ and ``_sorted``, so those read top-down: the drivers take a ``Workload``, and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 
 from featurestore.engines.aggregate._layout import group_and_sort, group_prefix_max, sort_queries
 from featurestore.engines.aggregate._scan import key_stats
+from featurestore.engines.aggregate._ties import value_order
 from featurestore.errors import DataError
 
 # Scan while pairs x windows <= SCAN_FACTOR x (events + queries): a scan step
@@ -142,10 +144,22 @@ class Workload:
         return few_pairs and runs * self.n_keys <= CLUSTERED * max(self.n_events, 1)
 
 
-class Values:
-    """A value column in input order, as int64 or float64 the kernels can read."""
+# Ranks the values at the given input positions, comparable among those positions
+# only: what first/last need to break ties, computed for tied events alone.
+RankRows = Callable[[np.ndarray], Any]
 
-    def __init__(self, values: Any, valid: Any, n: int) -> None:
+
+class Values:
+    """A value column in input order, as int64 or float64 the kernels can read.
+
+    ``rank`` orders the values where first/last break ties on (event_ts,
+    created_ts): int64 per event, or a ``RankRows`` function; by default the values'
+    own order (``_ties``). It is read only where events tie.
+    """
+
+    def __init__(
+        self, values: Any, valid: Any, n: int, rank: np.ndarray | RankRows | None = None
+    ) -> None:
         self.values = None if values is None else np.asarray(values)
         ok = np.ones(n, bool) if valid is None else np.asarray(valid, dtype=bool)
         if (self.values is not None and self.values.shape != (n,)) or ok.shape != (n,):
@@ -177,6 +191,32 @@ class Values:
             self.uniques, inverse = np.unique(self.values[ok], return_inverse=True)
             self.x = np.full(n, -1, np.int64)
             self.x[ok] = inverse
+        self._rank_rows = rank if callable(rank) else None
+        self._rank = None if rank is None or callable(rank) else int64_array(rank, "value_rank")
+        if self._rank is not None and len(self._rank) != n:
+            raise DataError(
+                "value_rank must give one rank per event",
+                obj="aggregate_asof",
+                field="value_rank",
+                value={"events": n, "value_rank": len(self._rank)},
+            )
+
+    def rank_of(self, rows: np.ndarray) -> np.ndarray:
+        """int64 keys of the events at input positions ``rows``, in the order
+        first/last break ties by (see ``_ties``); comparable among ``rows`` only."""
+        if self._rank is not None:
+            return self._rank[rows]
+        if self._rank_rows is not None:
+            return int64_array(self._rank_rows(rows), "value_rank")
+        if self.values is None or self.uniques is not None:
+            return self.x[rows]  # no values (never read), or codes in value order
+        return value_order(self.values[rows], self.valid[rows])
+
+    def rank(self) -> np.ndarray:
+        """``rank_of`` every event."""
+        if self._rank is None:
+            self._rank = self.rank_of(np.arange(len(self.valid), dtype=np.int64))
+        return self._rank
 
     def ordered(self, x: np.ndarray, is_max: bool) -> tuple[np.ndarray, Any]:
         """``x`` mapped so int64/float64 order is the values' order, and the neutral

@@ -9,7 +9,8 @@ rows keep the spine's order and its other columns.
 Dtypes: strings (and categoricals) are ranked in Polars' sort order, so ``min``
 and ``max`` are lexical; temporal columns aggregate on their physical integers and
 come back in their own dtype; ``first``/``last`` gather the chosen rows from the
-original column, so they keep any dtype (lists included).
+original column, so they keep any dtype (lists included), and break ties on
+(event_ts, created_ts) by the values' Polars sort order (``_ties``).
 
 >>> from datetime import datetime, UTC
 >>> ts = [datetime(2024, 1, 1, h, tzinfo=UTC) for h in (0, 1, 2)]
@@ -33,6 +34,7 @@ import pyarrow as pa
 from featurestore._dtypes import from_polars
 from featurestore._time import utc_column
 from featurestore.engines.aggregate._keys import code_int_keys
+from featurestore.engines.aggregate._ties import value_order
 from featurestore.engines.aggregate.kernels import Strategy, Workload, aggregate_column
 from featurestore.engines.aggregate.spec import WindowSpec, output_dtype
 from featurestore.errors import DataError, DefinitionError, RequestError
@@ -261,9 +263,16 @@ def _aggregate_source(
             (name, _to_series(name, *res)) for (name, _), res in zip(counts, results, strict=True)
         )
     if edge:
-        # Pick rows, then gather them from the column itself: any dtype works.
+        # Pick rows, then gather them from the column itself: any dtype works. Ties
+        # on (event_ts, created_ts) go by the values' order (``_ties``).
         rows = np.arange(len(series), dtype=np.int64)
-        picked = aggregate_column(work, values=rows, valid=valid, specs=[s for _, s in edge])
+        picked = aggregate_column(
+            work,
+            values=rows,
+            valid=valid,
+            specs=[s for _, s in edge],
+            value_rank=_ranker(series, obj=obj),
+        )
         for (name, _), (idx, ok) in zip(edge, picked, strict=True):
             out[name] = series.gather(_to_series("idx", idx, ok)).alias(name)
     if not other:
@@ -276,6 +285,28 @@ def _aggregate_source(
             s = decode(s).alias(name)
         out[name] = s
     return out
+
+
+def _orderable(dt: pl.DataType) -> bool:
+    """Whether ``_numeric`` takes the dtype (its codes then order the values)."""
+    scalar = (dt.is_numeric() and not dt.is_decimal()) or dt == pl.Boolean or dt.is_temporal()
+    return scalar or dt in (pl.String, pl.Binary) or isinstance(dt, pl.Categorical | pl.Enum)
+
+
+def _ranker(series: pl.Series, *, obj: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Ranks the values at some rows among themselves, in Polars' sort order; the
+    kernels call it for tied events only (``_ties``)."""
+
+    def rank(rows: np.ndarray) -> np.ndarray:
+        part = series.gather(rows)
+        if _orderable(part.dtype):
+            return value_order(_numeric(part, obj=obj)[0])
+        order = part.arg_sort(nulls_last=True).to_numpy()  # lists, structs, decimals...
+        out = np.empty(len(order), np.int64)
+        out[order] = np.arange(len(order), dtype=np.int64)
+        return out
+
+    return rank
 
 
 def _numeric(series: pl.Series, *, obj: str) -> tuple[np.ndarray, Decode | None]:

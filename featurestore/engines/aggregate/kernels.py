@@ -27,8 +27,9 @@ stddev (two-pass in the sorted path's small windows, Chan/Welford otherwise).
 
 Other rules: ``count`` counts valid entries (``values=None`` counts events);
 ``count_distinct`` counts NaN as one value and -0.0 as 0.0; ``first``/``last``
-break exact (event_ts, created_ts) ties by input position (first row wins for
-``first``, last row for ``last``); with ``hop_us`` the query time is floored first
+break exact (event_ts, created_ts) ties by value, the smallest for ``first`` and
+the largest for ``last`` (``_ties``: any input order gives the same answer); with
+``hop_us`` the query time is floored first
 and the floored time is also the cut-off for created_ts. Integer sums wrap at
 int64 (uint64 values above 2**63 wrap too). Null outputs hold 0 (None for objects).
 
@@ -67,9 +68,12 @@ def aggregate_column(
     valid: Any,
     specs: Sequence[WindowSpec],
     direct_max: int = DIRECT_MAX,
+    value_rank: Any = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``aggregate_asof`` for one value column of a ``Workload``."""
-    vals = Values(values, valid, work.n_events)
+    """``aggregate_asof`` for one value column of a ``Workload``. ``value_rank``
+    (int64 per event) orders the values for first/last ties when ``values`` are not
+    the values themselves (row numbers to gather from, say)."""
+    vals = Values(values, valid, work.n_events, value_rank)
     for spec in specs:
         f = spec.function
         if vals.values is None and f != "count":

@@ -174,8 +174,9 @@ def build_slots(
 ) -> Slots:
     """The slots of every entity (codes ``0..n_entities-1``) as of ``at_us``.
 
-    Events may come in any order; later ones than ``at_us`` are left out. Input
-    position breaks exact (event_ts, created_ts) ties, as everywhere else.
+    Events may come in any order; later ones than ``at_us`` are left out. Exact
+    (event_ts, created_ts) ties of first/last go by value (``state.combine``), as
+    everywhere else, so the order does not change the answer.
     """
     part = event_states(
         spec,

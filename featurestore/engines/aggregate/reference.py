@@ -3,7 +3,8 @@
 Slow on purpose (every query looks at every event) and written for reading, so the
 fast kernels can be tested against it. Summation runs in (event_ts, created_ts,
 input position) order, the order the kernels use for small windows, so float
-results match them bit for bit there.
+results match them bit for bit there. ``first``/``last`` break (event_ts,
+created_ts) ties by value, never by position.
 """
 
 from __future__ import annotations
@@ -27,6 +28,16 @@ def _wrap_int64(x: int) -> int:
 
 def _is_nan(v: Any) -> bool:
     return isinstance(v, float) and math.isnan(v)
+
+
+def _value_key(v: Any) -> tuple[Any, ...]:
+    """Values in Polars' sort order: NaN after every number; -0.0 before 0.0 (a tie
+    to Polars, broken the way the kernels break it). The value itself comes last."""
+    if _is_nan(v):
+        return (1, 0, 0, v)
+    if isinstance(v, float):
+        return (0, v, math.copysign(1.0, v), v)
+    return (0, v, 0, v)
 
 
 def reference_value(function: str, *, rows: Sequence[Row]) -> tuple[Any, bool]:
@@ -70,10 +81,14 @@ def reference_value(function: str, *, rows: Sequence[Row]) -> tuple[Any, bool]:
         if not numbers:
             return math.nan, True
         return (min(numbers) if function == "min" else max(numbers)), True
-    if function == "first":
-        return vals[0], True
-    if function == "last":
-        return vals[-1], True
+    if function in ("first", "last"):
+        # Ties on (event_ts, created_ts): first takes the smallest value, last the
+        # largest, so every path agrees whatever order its rows come in.
+        edge = sorted(
+            ((r[0], r[1], _value_key(r[3])) for r in ordered if r[3] is not None),
+            key=lambda e: (e[0], e[1], e[2]),
+        )
+        return edge[0 if function == "first" else -1][2][-1], True
     raise ValueError(f"unknown function {function!r}")
 
 

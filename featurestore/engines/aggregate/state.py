@@ -12,15 +12,14 @@ a million states cost a few arrays, not a million objects, and store compactly
 ``finalize``     the value SEMANTICS defines, as ``(values, valid)``.
 
 ``merge(a, b)`` is ``combine`` of two aligned state sets: associative, and ``a`` is
-taken to come before ``b``. Order only matters in two places:
-
-* ``first``/``last`` ties on (event_ts, created_ts): the earlier state wins for
-  ``first`` and the later one for ``last``, as input order does within one batch.
-  Keep tiles in time order and such ties can only happen inside one tile.
-* float ``sum``/``mean``/``stddev``: summation follows array order, so two ways of
-  cutting the same events into states can differ in the last bits. The difference
-  stays within 1e-9 relative unless the window's own values cancel (a sum much
-  smaller than the sum of magnitudes). Integer sums are exact (wrapping at int64).
+taken to come before ``b``. Order matters in one place only: float
+``sum``/``mean``/``stddev`` follow array order, so two ways of cutting the same
+events into states can differ in the last bits. The difference stays within 1e-9
+relative unless the window's own values cancel (a sum much smaller than the sum of
+magnitudes). Integer sums are exact (wrapping at int64).
+``first``/``last`` ties on (event_ts, created_ts) go to the smallest value for
+``first`` and the largest for ``last`` (``_ties``), whatever the order or the cut
+of the states.
 
 State fields per function (``n`` always counts the non-null values):
 
@@ -50,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from featurestore.engines.aggregate._ties import break_ties, tied_runs, value_order
 from featurestore.engines.aggregate.spec import AGG_FUNCTIONS, NUMERIC_ONLY, AggFunction
 from featurestore.errors import DataError, DefinitionError
 
@@ -352,11 +352,17 @@ def _combine_edge(
     rows = np.flatnonzero(src["n"] > 0)
     if not len(rows):
         return
-    ets, cts = src["event_ts"][rows], src["created_ts"][rows]
-    # Sorted by (group, event_ts, created_ts, position): a group's first row is its
-    # first event and its last row its last, ties going to array order.
-    order = np.lexsort((rows, cts, ets, g[rows]))
-    gs = g[rows][order]
+    ets, cts, gr = src["event_ts"][rows], src["created_ts"][rows], g[rows]
+    # Sorted by (group, event_ts, created_ts, value): a group's first row is its
+    # first event and its last row its last. Ties on (event_ts, created_ts) go to
+    # the smallest value for first and the largest for last (``_ties``), so the
+    # answer does not depend on the order states arrive in.
+    order = np.lexsort((rows, cts, ets, gr))
+    same = tied_runs(gr[order], ets[order], cts[order])
+    if same is not None:
+        values = src["value"]
+        order = order[break_ties(same, lambda at: value_order(values[rows[order[at]]]))]
+    gs = gr[order]
     edge = np.empty(len(gs), bool)
     if f == "first":
         edge[0] = True

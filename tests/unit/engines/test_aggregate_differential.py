@@ -1,7 +1,9 @@
 """Differential harness: three independent paths to a windowed aggregate must agree.
 
 For generated event streams (a few keys, out-of-order and late events, duplicates,
-events exactly on window and hop edges, empty windows, nulls, NaN) and query times:
+events tied on (key, event_ts, created_ts) with other values, events exactly on
+window and hop edges, empty windows, nulls, NaN) and query times, in the order
+generated and in a random permutation of it:
 
 * training: the batch kernels (``kernels.aggregate_asof``, both strategies),
 * online: records built as of ``T = t`` (``online.build_slots``), encoded, decoded and
@@ -66,18 +68,27 @@ def streams(draw: st.DrawFn) -> dict[str, Any]:
         pool, dtype = st.sampled_from(["a", "b", "zz", ""]), object
     values = np.array(draw(st.lists(pool, min_size=n, max_size=n)), dtype=dtype)
     lags = draw(st.lists(st.sampled_from([0, 0, 1, 7, 25]), min_size=n, max_size=n))
+    keys = draw(st.lists(st.integers(0, KEYS - 1), min_size=n, max_size=n))
+    cts = [e + lag for e, lag in zip(ets, lags, strict=True)]  # late arrivals
+    # Events tied on (key, event_ts, created_ts) with other values: first/last
+    # must pick by value, not by where the copy lands in the input.
+    for _ in range(draw(st.integers(0, n // 2))):
+        src, dst = draw(st.integers(0, n - 1)), draw(st.integers(0, n - 1))
+        keys[dst], ets[dst], cts[dst] = keys[src], ets[src], cts[src]
     return {
-        "keys": np.array(
-            draw(st.lists(st.integers(0, KEYS - 1), min_size=n, max_size=n)), np.int64
-        ),
+        "keys": np.array(keys, np.int64),
         "ets": np.array(ets, np.int64),
-        "cts": np.array(ets, np.int64) + np.array(lags, np.int64),  # late arrivals
+        "cts": np.array(cts, np.int64),
         "values": values.reshape(n) if n else np.empty(0, dtype),
         "valid": np.array(
             draw(st.lists(st.sampled_from([True, True, True, False]), min_size=n, max_size=n)),
             bool,
         ),
     }
+
+
+def _permuted(ev: dict[str, Any], perm: list[int]) -> dict[str, Any]:
+    return {k: v[np.array(perm, np.int64)] if len(v) else v for k, v in ev.items()}
 
 
 @st.composite
@@ -162,20 +173,37 @@ def test_training_online_and_reference_agree(data: st.DataObject, ev: dict[str, 
     }
     training = aggregate_asof(**common, strategy=strategy)
     reference = reference_aggregate(**common)
+    # The same log in another order (another file layout, another arrival order).
+    perm = data.draw(st.permutations(range(len(ev["keys"]))))
+    shuffled = _permuted(ev, perm)
+    moved = {
+        **common,
+        "event_keys": shuffled["keys"],
+        "event_ts": shuffled["ets"],
+        "created_ts": shuffled["cts"],
+        "values": None if count_only else shuffled["values"],
+        "valid": shuffled["valid"],
+    }
+    training_moved = aggregate_asof(**moved, strategy=strategy)
     finite = [abs(float(v)) for v in ev["values"] if kind in "fib" and not math.isnan(float(v))]
     scale = max(finite, default=0.0)
-    for spec, (t_vals, t_ok), (r_vals, r_ok) in zip(specs, training, reference, strict=True):
+    for spec, (t_vals, t_ok), (m_vals, m_ok), (r_vals, r_ok) in zip(
+        specs, training, training_moved, reference, strict=True
+    ):
         batch = _py(t_vals, t_ok)
+        batch_moved = _py(m_vals, m_ok)
         brute = [v if ok else None for v, ok in zip(r_vals, r_ok, strict=True)]
         online: list[Any] = [None] * len(q_ts)
+        online_moved: list[Any] = [None] * len(q_ts)
         for j, t in enumerate(times):
-            o_vals, o_ok = _online(ev, spec, t, count_only)
-            for k in range(KEYS):
-                online[k * len(times) + j] = _py(o_vals[k : k + 1], o_ok[k : k + 1])[0]
+            for out, log in ((online, ev), (online_moved, shuffled)):
+                o_vals, o_ok = _online(log, spec, t, count_only)
+                for k in range(KEYS):
+                    out[k * len(times) + j] = _py(o_vals[k : k + 1], o_ok[k : k + 1])[0]
         for i in range(len(q_ts)):
             where = f"{spec} key={q_keys[i]} t={q_ts[i]}"
-            assert _same(spec.function, batch[i], brute[i], scale), (where, batch[i], brute[i])
-            assert _same(spec.function, online[i], brute[i], scale), (where, online[i], brute[i])
+            for got in (batch[i], batch_moved[i], online[i], online_moved[i]):
+                assert _same(spec.function, got, brute[i], scale), (where, got, brute[i])
             CASES["compared"] += 1
     # A record built at T answers later requests exactly for the events known at T:
     # the windows' lower edges move past stored events and tiles.

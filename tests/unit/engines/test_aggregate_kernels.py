@@ -3,6 +3,7 @@ aggregations), plus worked examples of each rule."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -171,19 +172,59 @@ def test_nan_null_and_empty_rules() -> None:
             assert res[f][0][2] == 0
 
 
-def test_first_last_ties_follow_input_order() -> None:
-    got = aggregate_asof(
-        event_keys=np.array([0, 0, 0]),
-        event_ts=np.array([5, 5, 5]),
-        created_ts=np.array([7, 7, 6]),
-        values=np.array([10, 20, 30]),
-        query_keys=np.array([0]),
-        query_ts=np.array([5]),
-        specs=[WindowSpec("first", None), WindowSpec("last", None)],
-    )
-    # Order is (5,6,#2) < (5,7,#0) < (5,7,#1): first = 30, last = 20.
-    assert got[0][0].tolist() == [30]
-    assert got[1][0].tolist() == [20]
+@pytest.mark.parametrize("strategy", ["scan", "sorted"])
+@pytest.mark.parametrize(
+    ("values", "first", "last"),
+    [
+        ([10, 20, 30, 5], 30, 20),
+        ([10.0, math.nan, 30.0, 5.0], 30.0, math.nan),  # NaN after every number
+        ([-0.0, math.inf, 30.0, 0.0], 30.0, math.inf),
+        (["b", "ab", "z", "zz"], "z", "b"),  # by code point
+        ([False, True, False, True], False, True),
+        (np.array([2**64 - 1, 1, 7, 9], np.uint64), 7, 2**64 - 1),
+    ],
+)
+def test_first_last_ties_go_by_value_in_any_input_order(
+    strategy: str, values: Any, first: Any, last: Any
+) -> None:
+    # (5,6) comes first; (5,7) holds two tied events and (4,9) is out of the window.
+    ets, cts = np.array([5, 5, 5, 4]), np.array([7, 7, 6, 9])
+    vals = np.asarray(values, dtype=object if isinstance(values[0], str) else None)
+    for perm in itertools.permutations(range(3)):
+        p = np.array([*perm, 3])
+        got = aggregate_asof(
+            event_keys=np.zeros(4, np.int64),
+            event_ts=ets[p],
+            created_ts=cts[p],
+            values=vals[p],
+            query_keys=np.array([0]),
+            query_ts=np.array([5]),
+            specs=[WindowSpec("first", 1), WindowSpec("last", 1)],
+            strategy=strategy,
+        )
+        for (v, ok), want in zip(got, (first, last), strict=True):
+            assert ok.tolist() == [True]
+            if isinstance(want, float) and math.isnan(want):
+                assert math.isnan(v[0]), perm
+            else:
+                assert v[0] == want, (perm, v[0], want)
+
+
+@pytest.mark.parametrize("strategy", ["scan", "sorted"])
+def test_zeros_tie_with_negative_zero_first(strategy: str) -> None:
+    for order in ([0.0, -0.0], [-0.0, 0.0]):
+        got = aggregate_asof(
+            event_keys=np.zeros(2, np.int64),
+            event_ts=np.ones(2, np.int64),
+            created_ts=np.ones(2, np.int64),
+            values=np.array(order),
+            query_keys=np.array([0]),
+            query_ts=np.array([1]),
+            specs=[WindowSpec("first", None), WindowSpec("last", None)],
+            strategy=strategy,
+        )
+        assert math.copysign(1.0, got[0][0][0]) == -1.0
+        assert math.copysign(1.0, got[1][0][0]) == 1.0
 
 
 @pytest.mark.parametrize("strategy", ["scan", "sorted"])

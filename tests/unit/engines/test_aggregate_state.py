@@ -52,12 +52,18 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
         values = np.array(column(draw, st.sampled_from(["a", "b", "zz", ""]), n), object)
     ets = np.array(column(draw, st.integers(-30, 30), n), np.int64)
     lag = np.array(column(draw, st.sampled_from([0, 0, 1, -1, 4]), n), np.int64)
+    entity = np.array(column(draw, st.integers(0, 2), n), np.int64)
+    cts = ets + lag
+    # Ties on (entity, event_ts, created_ts) with other values: first/last go by value.
+    for _ in range(draw(st.integers(0, n // 2))):
+        src, dst = draw(st.integers(0, n - 1)), draw(st.integers(0, n - 1))
+        entity[dst], ets[dst], cts[dst] = entity[src], ets[src], cts[src]
     return {
         "values": values,
         "valid": np.array(column(draw, st.sampled_from([True, True, False]), n), bool),
         "event_ts": ets,
-        "created_ts": ets + lag,
-        "entity": np.array(column(draw, st.integers(0, 2), n), np.int64),
+        "created_ts": cts,
+        "entity": entity,
     }
 
 
