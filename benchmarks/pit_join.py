@@ -11,6 +11,13 @@ Three engines on the same data (``benchmarks/datagen.py``):
 - ``duckdb``: the same scans and partition filter, handed to DuckDB as Arrow (zero-copy; DuckDB's
   Delta extension is not installable offline), then ``ASOF LEFT JOIN`` in SQL with
   the TTL applied to the match, ``ORDER BY`` the spine's row number.
+- ``polars_ts`` (issue 18's strongest peer): each view sorted by (event_ts,
+  created_ts) only, so that ``join_asof`` (which takes the last of equal times)
+  also settles same-time corrections by created_ts, with no separate dedup pass.
+- ``duckdb_maxby``: each view first reduced to one row per (key, event_ts) with
+  ``max_by(feature, created_ts)``, then the same ASOF join.
+
+Ratios are given against each peer and against the fastest of them in the run.
 
 Each engine runs in its own subprocess, so that its peak RSS is its own. The
 engines take turns, round after round, in an order rotated each round, so that
@@ -44,7 +51,7 @@ sys.path.insert(0, str(HERE))
 import datagen  # noqa: E402
 from _results import append_section, cpu_model  # noqa: E402
 
-ENGINES = ("ours", "polars", "duckdb")
+ENGINES = ("ours", "polars", "duckdb", "polars_ts", "duckdb_maxby")
 RESULTS = HERE / "RESULTS.md"
 SECTION = "## Point-in-time join (benchmarks/pit_join.py)"
 
@@ -114,19 +121,57 @@ def run_polars(paths):
     return out.sort("__row").drop("__row")
 
 
-def run_duckdb(paths):
-    import duckdb
+def run_polars_ts(paths):
     import polars as pl
 
     spine = pl.read_parquet(paths.spine)
     frames = pl.collect_all(
-        [_scan(paths, spine, s).select("driver_id", "event_ts", *s.features) for s in datagen.VIEWS]
+        [
+            _scan(paths, spine, s)
+            .select("driver_id", "event_ts", "created_ts", *s.features)
+            .sort("event_ts", "created_ts")
+            for s in datagen.VIEWS
+        ]
+    )
+    out = spine.with_row_index("__row").sort("ts")
+    for spec, frame in zip(datagen.VIEWS, frames, strict=True):
+        out = out.join_asof(
+            frame,
+            left_on="ts",
+            right_on="event_ts",
+            by="driver_id",
+            strategy="backward",
+            tolerance=f"{spec.ttl_us - 1}us",
+            check_sortedness=False,  # sorted just above by time (then created time)
+        ).drop("event_ts", "created_ts")
+    return out.sort("__row").drop("__row")
+
+
+def run_duckdb(paths, *, dedup: bool = False):
+    import duckdb
+    import polars as pl
+
+    spine = pl.read_parquet(paths.spine)
+    extra = ["created_ts"] if dedup else []
+    frames = pl.collect_all(
+        [
+            _scan(paths, spine, s).select("driver_id", "event_ts", *extra, *s.features)
+            for s in datagen.VIEWS
+        ]
     )
     con = duckdb.connect()
     con.register("spine", spine.with_row_index("__row").to_arrow())
     selects, joins = [], []
     for n, (spec, frame) in enumerate(zip(datagen.VIEWS, frames, strict=True)):
-        con.register(f"v{n}", frame.to_arrow())
+        if dedup:
+            con.register(f"raw{n}", frame.to_arrow())
+            picks = ", ".join(f"max_by({f}, created_ts) AS {f}" for f in spec.features)
+            con.execute(
+                f"CREATE TEMP VIEW v{n} AS SELECT driver_id, event_ts, {picks} "
+                f"FROM raw{n} GROUP BY driver_id, event_ts"
+            )
+        else:
+            con.register(f"v{n}", frame.to_arrow())
         fresh = f"epoch_us(v{n}.event_ts) > epoch_us(s.ts) - {spec.ttl_us}"
         selects += [f"CASE WHEN {fresh} THEN v{n}.{f} END AS {f}" for f in spec.features]
         joins.append(
@@ -139,7 +184,17 @@ def run_duckdb(paths):
     return pl.from_arrow(con.sql(sql).to_arrow_table())
 
 
-RUNNERS = {"ours": run_ours, "polars": run_polars, "duckdb": run_duckdb}
+def run_duckdb_maxby(paths):
+    return run_duckdb(paths, dedup=True)
+
+
+RUNNERS = {
+    "ours": run_ours,
+    "polars": run_polars,
+    "duckdb": run_duckdb,
+    "polars_ts": run_polars_ts,
+    "duckdb_maxby": run_duckdb_maxby,
+}
 
 
 # --- one engine, in its own process ------------------------------------------------------
@@ -167,7 +222,7 @@ def worker(engine: str, scale: float, out_path: str) -> None:
 
     if engine == "ours":
         import featurestore.engines.pit  # noqa: F401
-    elif engine == "duckdb":
+    elif engine.startswith("duckdb"):
         import duckdb  # noqa: F401
     paths = datagen.ensure_data(scale)
     rss_imports = _rss_mb()
@@ -264,7 +319,7 @@ def bench_scale(scale: float, repeats: int, engines: list[str]) -> dict:
             }
             r = reports[w.engine]
             print(
-                f"  {w.engine:7s} best {r['best_s']:.3f}s  median {r['median_s']:.3f}s  "
+                f"  {w.engine:12s} best {r['best_s']:.3f}s  median {r['median_s']:.3f}s  "
                 f"first {r['first_s']:.3f}s  peak RSS {r['peak_rss_mb']:.0f} MB "
                 f"(after imports {r['rss_after_imports_mb']:.0f} MB)"
             )
@@ -276,6 +331,11 @@ def bench_scale(scale: float, repeats: int, engines: list[str]) -> dict:
                 best = reports[engine]["best_s"] / reports["ours"]["best_s"]
                 median = reports[engine]["median_s"] / reports["ours"]["median_s"]
                 print(f"  ours is {best:.2f}x faster than {engine} (medians: {median:.2f}x)")
+        peers = [e for e in engines if e != "ours"]
+        if peers:
+            fastest = min(peers, key=lambda e: reports[e]["median_s"])
+            median = reports[fastest]["median_s"] / reports["ours"]["median_s"]
+            print(f"  fastest peer: {fastest}; ours is {median:.2f}x faster (medians)")
     return {"scale": scale, "reports": reports, "agreement": agreement, "sizes": sizes}
 
 
@@ -339,6 +399,15 @@ def _markdown(results: list[dict], machine: dict[str, str], command: str) -> str
             )
     out.append("")
     out += [f"- {r['agreement'].capitalize()} (scale {r['scale']:g})." for r in results]
+    for r in results:
+        peers = {e: rep for e, rep in r["reports"].items() if e != "ours"}
+        if "ours" in r["reports"] and peers:
+            fastest = min(peers, key=lambda e: peers[e]["median_s"])
+            ratio = peers[fastest]["median_s"] / r["reports"]["ours"]["median_s"]
+            out.append(
+                f"- Scale {r['scale']:g}: fastest peer {fastest}; "
+                f"ours {ratio:.2f}x faster (medians)."
+            )
     out += [f"- Scaling, {line}." for line in _scaling_lines(results)]
     return "\n".join(out) + "\n"
 

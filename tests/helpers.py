@@ -23,5 +23,6 @@ def write_repo(root: Path, files: dict[str, str], *, project: str = "t") -> Path
 
 def quickstart(root: Path, *, project: str = "quickstart", data_end: datetime = SAMPLE_END) -> Path:
     """The quickstart repo with sample data at fixed dates (ending at SAMPLE_END),
-    unless ``data_end`` says otherwise."""
-    return init_repo(root, project=project, data_end=data_end)
+    unless ``data_end`` says otherwise. Kernels are not warmed here (``init`` does
+    that for users; tests share one cache and compile on first use)."""
+    return init_repo(root, project=project, data_end=data_end, warm=False)

@@ -17,9 +17,14 @@ def init_repo(
     project: str | None = None,
     force: bool = False,
     data_end: datetime | None = None,
+    warm: bool = True,
 ) -> Path:
     """Create a feature repo at ``target`` from the quickstart template, with a week of
-    hourly sample data ending at ``data_end`` (default: the current hour)."""
+    hourly sample data ending at ``data_end`` (default: the current hour).
+
+    ``warm`` compiles the Numba kernels into the on-disk cache now (see
+    ``featurestore.engines.warm``; ``FEATURESTORE_NO_WARM=1`` skips it), so that the
+    first training call or materialization does not wait for the compiler."""
     from featurestore.scaffold.sample_data import write_sample_data
 
     root = Path(target).resolve()
@@ -39,4 +44,8 @@ def init_repo(
     toml.write_text(toml.read_text().replace('name = "quickstart"', f'name = "{name}"'))
     write_sample_data(root, end=data_end)
     (root / ".gitignore").write_text(".featurestore/\n__pycache__/\n")
+    if warm:
+        from featurestore.engines.warm import warm_kernels
+
+        warm_kernels()
     return root

@@ -52,6 +52,31 @@ except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
     _hiredis_pack = None
 
 
+def read_by_key(
+    requests: Sequence[ReadRequest], fetch: Callable[[list[bytes]], list[bytes | None]]
+) -> list[ReadResult]:
+    """Every request's record keys fetched in one ``fetch`` (an MGET, or one per slot on
+    a cluster), then decoded per request in its entity order; a null key reads as
+    missing without being fetched. Shared by the single-node and the cluster store."""
+    planned = []
+    keys: list[bytes] = []
+    for request in requests:
+        codec = codec_for(request.schema)
+        entities = codec.entities_for(request, prefix=codec.key_prefix, suffix=codec.key_suffix)
+        planned.append((request, codec, entities, len(keys)))
+        keys += [e for e in entities if e is not None]
+    values = fetch(keys) if keys else []
+    out = []
+    for request, codec, entities, start in planned:
+        if None in entities:
+            it = iter(values[start:])
+            blobs = [None if e is None else next(it) for e in entities]
+        else:
+            blobs = values[start : start + len(entities)]
+        out.append(codec.result(request, blobs))
+    return out
+
+
 class RedisOnlineStore:
     """Records in Redis at ``url`` (``redis://[:password@]host:port/db``).
 
@@ -123,26 +148,11 @@ class RedisOnlineStore:
     # -- reads
 
     def read(self, requests: Sequence[ReadRequest]) -> list[ReadResult]:
-        planned = []
-        keys: list[bytes] = []
-        for request in requests:
-            codec = codec_for(request.schema)
-            entities = codec.entities_for(request, prefix=codec.key_prefix, suffix=codec.key_suffix)
-            planned.append((request, codec, entities, len(keys)))
-            keys += [e for e in entities if e is not None]
-        values: list[bytes | None] = []
-        if keys:
-            with self._errors("read"):
-                values = self._mget(keys)
-        out = []
-        for request, codec, entities, start in planned:
-            if None in entities:
-                it = iter(values[start:])
-                blobs = [None if e is None else next(it) for e in entities]
-            else:
-                blobs = values[start : start + len(entities)]
-            out.append(codec.result(request, blobs))
-        return out
+        return read_by_key(requests, self._fetch)
+
+    def _fetch(self, keys: list[bytes]) -> list[bytes | None]:
+        with self._errors("read"):
+            return self._mget(keys)
 
     def _mget(self, keys: list[bytes]) -> list[bytes | None]:
         """MGET on a pooled connection, packed by hiredis: redis-py's own command path

@@ -64,7 +64,7 @@ from featurestore.stores.online.base import (
     WriteStats,
 )
 from featurestore.stores.online.encoding import Codec, codec_for
-from featurestore.stores.online.redis import _DOWN, _glob_escape, _pack
+from featurestore.stores.online.redis import _DOWN, _glob_escape, _pack, read_by_key
 from featurestore.stores.online.redis_cas import FreshHint, send_calls
 from featurestore.stores.online.redis_slots import owners, permuted, route, slot_calls, slots_of
 from featurestore.stores.online.writes import PreparedRows, prepare
@@ -205,26 +205,11 @@ class RedisClusterOnlineStore:
     # -- reads
 
     def read(self, requests: Sequence[ReadRequest]) -> list[ReadResult]:
-        planned = []
-        keys: list[bytes] = []
-        for request in requests:
-            codec = codec_for(request.schema)
-            entities = codec.entities_for(request, prefix=codec.key_prefix, suffix=codec.key_suffix)
-            planned.append((request, codec, entities, len(keys)))
-            keys += [e for e in entities if e is not None]
-        values: list[bytes | None] = []
-        if keys:
-            with self._errors("read"):
-                values = self._mget(keys)
-        out = []
-        for request, codec, entities, start in planned:
-            if None in entities:
-                it = iter(values[start:])
-                blobs = [None if e is None else next(it) for e in entities]
-            else:
-                blobs = values[start : start + len(entities)]
-            out.append(codec.result(request, blobs))
-        return out
+        return read_by_key(requests, self._fetch)
+
+    def _fetch(self, keys: list[bytes]) -> list[bytes | None]:
+        with self._errors("read"):
+            return self._mget(keys)
 
     def _mget(self, keys: list[bytes]) -> list[bytes | None]:
         slots = [key_slot(k) for k in keys]
