@@ -65,6 +65,13 @@ def stream(
     metrics_port: Annotated[
         int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port.")
     ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            "--metrics-host",
+            help="Address the metrics port binds to; 0.0.0.0 lets Prometheus scrape a pod.",
+        ),
+    ] = "127.0.0.1",
     repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
@@ -98,7 +105,11 @@ def stream(
         fields["dead_letter_topic"] = dead_letter_topic
     settings = StreamSettings(**fields)
     metrics = StreamMetrics()
-    server = serve_metrics(metrics, port=metrics_port) if metrics_port is not None else None
+    server = (
+        serve_metrics(metrics, host=metrics_host, port=metrics_port)
+        if metrics_port is not None
+        else None
+    )
     try:
         report = run_worker(
             project=store.project,
