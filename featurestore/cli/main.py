@@ -22,6 +22,7 @@ from featurestore.cli import (
     catalog,
     dataset,
     definitions,
+    feast,
     monitor,
     online,
     push,
@@ -69,6 +70,7 @@ _add(app, push.push)
 _add(app, catalog.list_objects, "list")
 _add(app, catalog.describe)
 _add(app, catalog.search)
+_add(app, feast.import_feast, "import-feast")
 
 _add(skew.skew_app, skew.audit, "audit")
 app.add_typer(skew.skew_app, name="skew")

@@ -4,6 +4,7 @@ Routes:
 
 - ``POST /v1/features/online``: feature values for entities (see ``lookup.py``);
 - ``POST /v1/push``: rows written online and offline (see ``push.py``);
+- ``POST /get-online-features``: the lookup in Feast's shape (see ``feast_compat.py``);
 - ``GET|HEAD /health``: liveness, no I/O;
 - ``GET /ready``: pings the online store and the registry; 503 when either is down
   or the served version has nothing to serve (it names a refused newer version);
@@ -28,9 +29,11 @@ from starlette.types import Receive, Scope, Send
 
 from featurestore import __version__
 from featurestore.api.store import FeatureStore
+from featurestore.server import feast_compat
 from featurestore.server.accesslog import AccessLog
 from featurestore.server.asgi import LOOKUP_PATH, LookupEndpoint, RouteMetricsMiddleware
 from featurestore.server.auth import Authenticator
+from featurestore.server.feast_compat import FEAST_PATH, feast_endpoint
 from featurestore.server.lookup import LookupHandler
 from featurestore.server.metrics import METRICS_DIR_ENV, ServerMetrics
 from featurestore.server.models import (
@@ -66,6 +69,7 @@ class FeatureServer(FastAPI):
     ``lookup_endpoint``, ahead of FastAPI's middleware, routing and telemetry."""
 
     lookup_endpoint: LookupEndpoint | None = None
+    feast_endpoint: LookupEndpoint | None = None  # POST /get-online-features (Feast's shape)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self.lookup_endpoint
@@ -76,6 +80,15 @@ class FeatureServer(FastAPI):
             and scope["method"] == "POST"
         ):
             await endpoint(scope, receive, send)
+            return
+        feast = self.feast_endpoint
+        if (
+            feast is not None
+            and scope["type"] == "http"
+            and scope["path"] == FEAST_PATH
+            and scope["method"] == "POST"
+        ):
+            await feast(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
@@ -191,6 +204,32 @@ def create_app(
         # prefix: the endpoint then reads the body and answers by itself.
         return _Delegate(endpoint)
 
+    feast = feast_endpoint(endpoint)
+
+    @app.post(
+        FEAST_PATH,
+        summary="Feature values in Feast's shape (Feast clients)",
+        description="Feast's feature-server request ('features' or 'feature_service', "
+        "'entities', 'full_feature_names') and response ('metadata.feature_names', join "
+        "keys first; 'results[i].values/statuses/event_timestamps'; statuses PRESENT, "
+        "NOT_FOUND, OUTSIDE_MAX_AGE). Point Feast's remote online store here. "
+        "See docs/feast.md.",
+        response_model=None,
+        responses={
+            200: {"content": {"application/json": {"schema": feast_compat.RESPONSE_SCHEMA}}},
+            **_ERRORS,
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": feast_compat.REQUEST_SCHEMA}},
+            }
+        },
+        tags=["feast"],
+    )
+    async def feast_online_features(request: Request) -> Response:
+        return _Delegate(feast)  # normally answered by FeatureServer.__call__
+
     push_handler = PushHandler(store, auth=auth, body_timeout_seconds=opts.body_timeout_seconds)
 
     @app.post(
@@ -277,4 +316,5 @@ def create_app(
 
     app.add_middleware(RouteMetricsMiddleware, metrics=metrics, access_log=access_log)
     app.lookup_endpoint = endpoint
+    app.feast_endpoint = feast
     return app

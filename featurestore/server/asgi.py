@@ -36,7 +36,16 @@ LOOKUP_PATH = "/v1/features/online"
 # Routes get their own metric label; anything else is "other", so that scanners
 # requesting random paths cannot grow the label set without bound.
 ROUTES = frozenset(
-    {LOOKUP_PATH, "/v1/push", "/health", "/ready", "/metrics", "/docs", "/openapi.json"}
+    {
+        LOOKUP_PATH,
+        "/get-online-features",  # the Feast-compatible lookup (server/feast_compat.py)
+        "/v1/push",
+        "/health",
+        "/ready",
+        "/metrics",
+        "/docs",
+        "/openapi.json",
+    }
 )
 _JSON_HEADER = (b"content-type", b"application/json")
 DRAIN_FACTOR = 16
@@ -64,8 +73,10 @@ class LookupEndpoint:
         access_log: AccessLog,
         max_body_bytes: int,
         body_timeout_seconds: float = 10.0,
+        route: str = LOOKUP_PATH,
     ) -> None:
         self.handler = handler
+        self.route = route  # the path its metrics and access log name
         self.metrics = metrics
         self.access_log = access_log
         self.max_body_bytes = max_body_bytes
@@ -121,13 +132,13 @@ class LookupEndpoint:
         )
         await send({"type": "http.response.body", "body": out})
         elapsed = time.perf_counter() - started
-        count(self.metrics, LOOKUP_PATH, status, elapsed, error)
+        count(self.metrics, self.route, status, elapsed, error)
         if self.access_log.wants(status):
             self.access_log.write(
                 status,
                 {
                     "method": "POST",
-                    "path": LOOKUP_PATH,
+                    "path": self.route,
                     "ms": round(elapsed * 1000, 3),
                     "entities": entities,
                     "registry_version": self.handler.serving.state.version,

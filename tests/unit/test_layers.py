@@ -23,7 +23,7 @@ ROOT = "featurestore"
 # its own row and the rows below it. ``scaffold`` (the quickstart template and its
 # sample data) is used by ``featurestore init`` only, so it sits with the CLI.
 LAYERS: list[tuple[str, ...]] = [
-    ("cli", "__main__", "scaffold"),
+    ("cli", "__main__", "scaffold", "integrations"),
     ("server", "audit"),
     ("api",),
     ("materialize",),
