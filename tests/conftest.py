@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.fixtures.services",
     "tests.fixtures.kafka",
     "tests.fixtures.redis_cluster",
+    "tests.fixtures.s3",
 ]

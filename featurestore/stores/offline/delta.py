@@ -43,10 +43,11 @@ COMMIT_ATTEMPTS = 6
 class DeltaOfflineStore:
     """Delta Lake tables under ``root``: a local directory or any URI deltalake accepts
     (``s3://bucket/prefix``, ``gs://...``, ``az://...``), with ``storage_options``
-    passed through unchanged (credentials, endpoints, locking provider).
+    passed through unchanged (credentials, endpoint, region).
 
-    On object stores without atomic put-if-absent, concurrent writers need the locking
-    options deltalake documents (e.g. ``conditional_put`` or a DynamoDB lock for S3).
+    Concurrent writers are safe where the object store honours ``If-None-Match`` on
+    PUT, which deltalake 1.x commits with (AWS S3, MinIO, R2); deltalake 1.x has no
+    DynamoDB lock for stores without it. See docs/s3.md.
     """
 
     def __init__(self, root: str, *, storage_options: dict[str, str] | None = None) -> None:
