@@ -28,6 +28,11 @@ Environment variables override the file: ``FEATURESTORE_REGISTRY_URL``,
 
     [server]
     max_entities = 1000
+
+    [engine]
+    type = "ray"                                         # default: "local"
+    ray_address = "auto"                                 # default: start a local cluster
+    partitions = 64                                      # default: 2x the cluster's CPUs
 """
 
 from __future__ import annotations
@@ -37,10 +42,12 @@ import tomllib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from featurestore._classification import Classification
+from featurestore._policy import Policy, PolicyConfig
 from featurestore._time import format_duration_us, parse_duration_us
 from featurestore.errors import DefinitionError
 
@@ -199,6 +206,10 @@ class _Section(BaseModel):
 
 class ProjectConfig(_Section):
     name: str = Field(description="Project name; namespaces the registry and the online keys.")
+    classification: Classification = Field(
+        default="internal",
+        description="Class of a feature that declares none (its view's, else this one).",
+    )
 
 
 class RegistryConfig(_Section):
@@ -310,12 +321,35 @@ class ServerConfig(_Section):
     )
 
 
+class EngineConfig(_Section):
+    type: Literal["local", "ray"] = Field(
+        default="local",
+        description="Where batch jobs (training datasets) run: this process, or Ray Core "
+        "tasks (pip install 'featurestore[ray]'); docs/scaling.md.",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="'auto' (a running cluster), 'ray://host:10001' (Ray Client), or unset "
+        "to start a local cluster; only with type = 'ray'.",
+    )
+    partitions: int | None = Field(
+        default=None,
+        ge=1,
+        description="How many key partitions a job is cut into; default: 1 locally, twice "
+        "the cluster's CPUs on Ray.",
+    )
+
+
 class RepoConfig(_Section):
     project: ProjectConfig
     registry: RegistryConfig = RegistryConfig()
     offline_store: OfflineStoreConfig = OfflineStoreConfig()
     online_store: OnlineStoreConfig = OnlineStoreConfig()
     server: ServerConfig = ServerConfig()
+    policy: PolicyConfig | None = Field(
+        default=None, description="Access policy (docs/governance.md); none: all allowed."
+    )
+    engine: EngineConfig = EngineConfig()
 
 
 class Settings:
@@ -347,6 +381,7 @@ class Settings:
         self.online_retention = _online_retention(config.online_store)
         keys = os.environ.get("FEATURESTORE_API_KEYS")
         self.api_keys = [k for k in keys.split(",") if k] if keys else list(config.server.api_keys)
+        self.policy = Policy(config.policy) if config.policy is not None else None
 
 
 def _online_retention(online: OnlineStoreConfig) -> OnlineRetention:

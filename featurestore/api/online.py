@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featurestore._time import now_us
+from featurestore.api.access import Classes, feature_classes
 from featurestore.api.on_demand import (
     OnDemandPlan,
     check_request_data,
@@ -68,6 +69,8 @@ class LookupPlan:
     outputs: tuple[str, ...]
     registry_version: int
     on_demand: tuple[OnDemandLookup, ...] = ()
+    # ("view:feature", class) of each requested reference: what the policy checks
+    classes: Classes = ()
 
 
 @dataclass
@@ -173,7 +176,14 @@ def build_lookup_plan(
             value=clashes,
             hint="pass full_feature_names=True to get 'view__feature' names",
         )
-    return LookupPlan(tuple(views), tuple(keys), tuple(outputs), registry_version, tuple(on_demand))
+    return LookupPlan(
+        tuple(views),
+        tuple(keys),
+        tuple(outputs),
+        registry_version,
+        tuple(on_demand),
+        feature_classes(index, refs),
+    )
 
 
 def _entity_columns(

@@ -21,10 +21,12 @@ from featurestore.errors import DataError
 from featurestore.registry import ApplyResult, PlanDiff, Registry
 
 if TYPE_CHECKING:
+    from featurestore.api.access import AccessGate
     from featurestore.api.feature_log import FeatureLogger
     from featurestore.api.online import LookupCache, OnlineResponse
     from featurestore.api.push import PushReport
     from featurestore.api.training import Lineage, TrainingDataset
+    from featurestore.engines.executor import Executor
     from featurestore.materialize import BackfillReport, MaterializeReport
     from featurestore.stores.offline.delta import DeltaOfflineStore
     from featurestore.stores.online.base import OnlineStore
@@ -44,15 +46,40 @@ class PlanResult:
 class FeatureStore:
     """A feature repo: its definitions, registry and stores."""
 
-    def __init__(self, repo: str | Path = ".", *, registry_version: int | None = None) -> None:
+    def __init__(
+        self,
+        repo: str | Path = ".",
+        *,
+        registry_version: int | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        """``executor`` runs batch jobs (training datasets) per key partition; default:
+        the ``[engine]`` section's (none for the default local engine: one process,
+        unpartitioned). ``featurestore.engines.executor.make_executor`` builds one."""
         self.settings: Settings = load_settings(repo)
+        self._executor = executor
+        self._owns_executor = False
         self.repo = self.settings.repo
         self.project = self.settings.project
         self.pinned_version = registry_version
         self.feature_logger: FeatureLogger | None = None
         self._indexes: dict[int, PlanIndex] = {}
         self._pins: tuple[float, dict[str, int]] | None = None
+        self._access_cache: dict[tuple[Any, ...], Any] = {}
         self._pins_ttl_s = self.settings.config.registry.head_cache_seconds
+
+    @property
+    def executor(self) -> Executor | None:
+        """The executor batch jobs run on (built from ``[engine]`` at first use)."""
+        engine = self.settings.config.engine
+        if self._executor is None and (engine.type != "local" or engine.partitions):
+            from featurestore.engines.executor import make_executor
+
+            self._executor = make_executor(
+                engine.type, ray_address=engine.ray_address, partitions=engine.partitions
+            )
+            self._owns_executor = True
+        return self._executor
 
     @cached_property
     def registry(self) -> Registry:
@@ -64,7 +91,11 @@ class FeatureStore:
 
     # -- definitions -> registry ----------------------------------------------
     def compile(self) -> CompileResult:
-        return compile_repo(self.repo, project=self.project)
+        return compile_repo(
+            self.repo,
+            project=self.project,
+            default_classification=self.settings.config.project.classification,
+        )
 
     def plan(self) -> PlanResult:
         """Compile the repo and diff it against the registry head."""
@@ -298,17 +329,23 @@ class FeatureStore:
         full_feature_names: bool = False,
         request_time: Instant | None = None,
         request_data: Mapping[str, Sequence[Any]] | None = None,
+        principal: str | None = None,
     ) -> OnlineResponse:
         """Values, statuses and event times for ``entities`` (columns or rows).
 
         ``request_data`` holds the request-time fields that on-demand features read,
-        one value per entity.
+        one value per entity. With a ``[policy]``, ``principal`` must be allowed to
+        read these features online (``AccessDenied`` otherwise); reads of pii or
+        sensitive features are recorded in the access log (docs/governance.md).
         """
         from featurestore.api.online import lookup
         from featurestore.api.serving import served_pins
 
         version = self._version()
         index = self.index(version)
+        classes = self._access_classes(
+            principal, "online", version, features=features, feature_service=feature_service
+        )
         plan = self._lookups.get(
             self.serving_index(version),
             serving=served_pins(index, self.serving_pins(), version),
@@ -334,7 +371,54 @@ class FeatureStore:
                 full_feature_names=full_feature_names,
                 plan=plan,
             )
+        if classes:
+            self._record_access(
+                principal,
+                "online",
+                classes,
+                entities=len(next(iter(response.entities.values()), ())),
+                origin="python",
+                registry_version=version,
+            )
         return response
+
+    @cached_property
+    def _access(self) -> AccessGate:
+        from featurestore.api.access import AccessGate
+
+        return AccessGate(self.settings.policy)
+
+    def _record_access(self, principal: str | None, action: str, classes: Any, **row: Any) -> None:
+        """Append a pii/sensitive read to the access log (its writer thread starts on
+        the first such read, not with every store)."""
+        from featurestore.api.access_log import AccessLogger
+
+        if self._access.logger is None:
+            self._access.logger = AccessLogger(self.offline)
+        self._access.record(principal, action, classes, **row)
+
+    def _access_classes(
+        self,
+        principal: str | None,
+        action: str,
+        version: int,
+        *,
+        features: Sequence[str] | None,
+        feature_service: str | None,
+    ) -> Any:
+        """Check ``principal`` against the policy; returns the classes to log (empty
+        when none is pii or sensitive). Cached per request shape: lookups are hot."""
+        from featurestore.api.access import logged
+
+        key = (principal, action, version, tuple(features or ()), feature_service)
+        found = self._access_cache.get(key)
+        if found is None:
+            index = self.index(version)
+            checked = self._access.check(
+                principal, action, index, features=features, feature_service=feature_service
+            )
+            found = self._access_cache[key] = checked if logged(checked) else ()
+        return found
 
     def enable_feature_logging(self, **options: Any) -> FeatureLogger:
         """Log every in-process lookup to the offline store (asynchronously, bounded;
@@ -357,12 +441,17 @@ class FeatureStore:
         timestamp: str = "event_timestamp",
         as_of_known_time: bool = False,
         full_feature_names: bool = False,
+        principal: str | None = None,
     ) -> TrainingDataset:
-        """Point-in-time correct features for every row of ``entity_df``."""
+        """Point-in-time correct features for every row of ``entity_df``. With a
+        ``[policy]``, ``principal`` must be allowed to build training data from them."""
         from featurestore.api.training import compute_dataset
 
         version = self._version()
-        return compute_dataset(
+        classes = self._access_classes(
+            principal, "training", version, features=features, feature_service=feature_service
+        )
+        dataset = compute_dataset(
             index=self.index(version),
             project=self.project,
             registry_version=version,
@@ -374,7 +463,18 @@ class FeatureStore:
             as_of_known_time=as_of_known_time,
             full_feature_names=full_feature_names,
             repo=self.repo,
+            executor=self.executor,
         )
+        if classes:
+            self._record_access(
+                principal,
+                "training",
+                classes,
+                entities=dataset.frame.height,
+                origin="python",
+                registry_version=version,
+            )
+        return dataset
 
     def save_dataset(self, dataset: TrainingDataset, name: str, *, entity_df: Any) -> Lineage:
         """Store a dataset, its spine and lineage under ``name`` in the offline store."""
@@ -401,6 +501,7 @@ class FeatureStore:
             full_feature_names=lineage.full_feature_names,
             table_versions=lineage.table_versions,
             repo=self.repo,
+            executor=self.executor,
         )
         return rebuilt, lineage
 
@@ -434,8 +535,13 @@ class FeatureStore:
         )
 
     def close(self) -> None:
+        if self._owns_executor and self._executor is not None:
+            self._executor.close()
+            self._executor = None
         if self.feature_logger is not None:
             self.feature_logger.close()
+        if "_access" in self.__dict__ and self._access.logger is not None:
+            self._access.logger.close()
         if "registry" in self.__dict__:
             self.registry.close()
         if "online" in self.__dict__:

@@ -15,9 +15,12 @@ from featurestore.audit.causes import CAUSES, UNEXPLAINED
 from featurestore.audit.examples import COLUMNS, Group, text
 from featurestore.audit.report import AuditReport, FeatureResult
 
-_CSS = """
+_PAGE_CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5rem auto;color:#222;max-width:80rem;
 padding:0 1rem}
+"""
+# The report's own rules; the web UI embeds them (scoped) with render_fragment's output.
+REPORT_CSS = """
 h1 .pass{color:#1a7f37}h1 .fail{color:#cf222e}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem;table-layout:auto}
 td,th{border:1px solid #ddd;padding:.2rem .4rem;font-size:.8rem;text-align:left;
@@ -185,6 +188,17 @@ def _examples(groups: list[Group]) -> str:
 def render_html(report: AuditReport, *, max_examples: int = 50) -> str:
     """One HTML page, readable offline: verdict, causes with remedies, per-feature
     rates, up to ``max_examples`` examples per cause (most severe first), details."""
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>Skew audit: {escape(report.table)}</title>"
+        f"<style>{_PAGE_CSS}{REPORT_CSS}</style></head><body>"
+        f"{render_fragment(report, max_examples=max_examples)}</body></html>\n"
+    )
+
+
+def render_fragment(report: AuditReport, *, max_examples: int = 50) -> str:
+    """The report's body (no page around it, styled by :data:`REPORT_CSS`): what
+    :func:`render_html` wraps in a page and the web UI embeds in its skew page."""
     verdict = (
         '<span class="pass">PASS</span>' if report.passed else '<span class="fail">FAIL</span>'
     )
@@ -204,10 +218,8 @@ def render_html(report: AuditReport, *, max_examples: int = 50) -> str:
     notes = "".join(f'<p class="note">{escape(x)}</p>' for x in report.notes)
     features = "".join(_feature(f) for f in report.features)
     return (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>Skew audit: {escape(report.table)}</title><style>{_CSS}</style></head><body>"
         f"<h1>Skew audit: {verdict}</h1>{summary}{failures}{notes}"
         f"<h2>Causes</h2>{_causes(groups)}"
         f"<h2>Per feature</h2>{_feature_table(report)}"
-        f"{_examples(groups)}<h2>Feature details</h2>{features}</body></html>\n"
+        f"{_examples(groups)}<h2>Feature details</h2>{features}"
     )

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from featurestore.cli._common import JsonOpt, RepoOpt, console, err_console, open_store, print_json
+from featurestore.cli._common import JsonOpt, RepoOpt, console, err_console, print_json
+from featurestore.cli._engine import EngineOpt, PartitionsOpt, RayAddressOpt, engine_store
 from featurestore.errors import DataError
 
 if TYPE_CHECKING:
@@ -76,24 +77,34 @@ def create(
             help="Also require created_ts <= each row's time: only values known then.",
         ),
     ] = False,
+    principal: Annotated[
+        str | None,
+        typer.Option(
+            "--principal", help="Who builds it, checked against the policy (docs/governance.md)."
+        ),
+    ] = None,
     repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
+    partitions: PartitionsOpt = None,
 ) -> None:
     """Build a point-in-time correct training dataset from a spine file."""
-    store = open_store(repo)
-    with console.status("reading the spine"):
-        spine = read_spine(entities)
-    with console.status(f"joining {spine.height:,} spine rows"):
-        ds = store.get_training_dataset(
-            spine,
-            features=features or None,
-            feature_service=service,
-            timestamp=timestamp,
-            as_of_known_time=as_of_known_time,
-        )
-    if out is not None:
-        ds.frame.write_parquet(out)
-    lineage = store.save_dataset(ds, save, entity_df=spine) if save else ds.lineage
+    with engine_store(repo, engine, ray_address, partitions) as store:
+        with console.status("reading the spine"):
+            spine = read_spine(entities)
+        with console.status(f"joining {spine.height:,} spine rows"):
+            ds = store.get_training_dataset(
+                spine,
+                features=features or None,
+                feature_service=service,
+                timestamp=timestamp,
+                as_of_known_time=as_of_known_time,
+                principal=principal,
+            )
+        if out is not None:
+            ds.frame.write_parquet(out)
+        lineage = store.save_dataset(ds, save, entity_df=spine) if save else ds.lineage
     if as_json:
         print_json(
             {
@@ -119,10 +130,13 @@ def rebuild(
     name: Annotated[str, typer.Argument(help="Name the dataset was saved under (--save).")],
     repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
+    partitions: PartitionsOpt = None,
 ) -> None:
     """Recompute a saved dataset from its pinned versions and prove it is identical."""
-    store = open_store(repo)
-    rebuilt, lineage = store.rebuild_dataset(name)
+    with engine_store(repo, engine, ray_address, partitions) as store:
+        rebuilt, lineage = store.rebuild_dataset(name)
     same = rebuilt.lineage.content_hash == lineage.content_hash
     if as_json:
         print_json(

@@ -31,6 +31,8 @@ def print_diff(diff: Any) -> None:
             )
         for impact in obj.impacts:
             console.print(f"      [bold magenta]! {impact}[/]", highlight=False)
+    for reason in getattr(diff, "high_impact", ()):
+        console.print(f"  [bold red]needs an approver:[/] {reason}", highlight=False)
 
 
 def print_apply_json(result: Any) -> None:
@@ -89,12 +91,29 @@ def apply(
     message: Annotated[
         str, typer.Option("--message", "-m", help="Why: recorded with the new registry version.")
     ] = "",
+    approved_by: Annotated[
+        str | None,
+        typer.Option(
+            "--approved-by",
+            help="Approver of a high-impact change (one of the policy's approvers); recorded "
+            "in the registry history.",
+        ),
+    ] = None,
 ) -> None:
-    """Compile the definitions and record them as a new registry version."""
+    """Compile the definitions and record them as a new registry version.
+
+    With a [policy], a change that `plan` marks high-impact (a class lowered, a served
+    feature removed or retyped, a TTL or window of a served view or a source changed)
+    needs --approved-by NAME; nothing is written without it."""
     from featurestore.api.serving import keep_serving
 
     store = open_store(repo)
     planned = store.plan()
+    policy = store.settings.policy
+    if policy is not None and (planned.diff.high_impact or approved_by):
+        policy.check_approver(approved_by, reasons=planned.diff.high_impact)
+    if approved_by:
+        message = f"{message} [approved by {approved_by}]".strip()
     result = store.registry.apply(
         planned.plan,
         expected_version=planned.diff.base_version,

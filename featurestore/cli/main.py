@@ -23,6 +23,7 @@ from featurestore.cli import (
     dataset,
     definitions,
     feast,
+    governance,
     monitor,
     online,
     push,
@@ -30,6 +31,7 @@ from featurestore.cli import (
     serving,
     skew,
     stream,
+    ui,
 )
 from featurestore.cli._errors import guarded, report
 
@@ -71,6 +73,8 @@ _add(app, catalog.list_objects, "list")
 _add(app, catalog.describe)
 _add(app, catalog.search)
 _add(app, feast.import_feast, "import-feast")
+_add(app, governance.access_log, "access-log")
+_add(app, ui.ui)
 
 _add(skew.skew_app, skew.audit, "audit")
 app.add_typer(skew.skew_app, name="skew")

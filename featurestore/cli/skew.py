@@ -67,6 +67,13 @@ def audit(
     examples: Annotated[
         int, typer.Option("--examples", help="Mismatch examples to show per feature.")
     ] = 10,
+    save: Annotated[
+        bool,
+        typer.Option(
+            "--save/--no-save",
+            help="Keep the report in the offline store (the web UI's skew page lists it).",
+        ),
+    ] = True,
     repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
@@ -102,6 +109,12 @@ def audit(
             ),
             edge_tolerance=edge_tolerance,
         )
+    if save:
+        from featurestore.audit.saved import save_report
+
+        run_id = save_report(store.offline, report)
+        if not as_json:
+            console.print(f"report saved as audit run {run_id}", highlight=False)
     if html is not None:
         html.write_text(render_html(report, max_examples=examples))
     if markdown is not None:

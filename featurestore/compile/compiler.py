@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from featurestore._dtypes import INTEGERS, compatible, from_polars, to_polars
+from featurestore.compile.classification import Classifier, Problem
 from featurestore.compile.columns import key_name_problem, view_column_problems
 from featurestore.compile.discover import Found, discover
 from featurestore.compile.expr import expr_to_spec, output_schema
@@ -112,9 +113,10 @@ def _canonical_or_none(dtype: Any) -> str | None:
 
 
 class _Compiler:
-    def __init__(self, repo: Path, project: str) -> None:
+    def __init__(self, repo: Path, project: str, default_classification: str | None = None) -> None:
         self.repo = repo
         self.project = project
+        self.classifier = Classifier(default_classification)
         self.errors: list[DefinitionError] = []
         self.warnings: list[str] = []
         self.files: dict[tuple[str, str], str] = {}
@@ -299,6 +301,8 @@ class _Compiler:
             "online": fv.online,
             "metadata": fv.metadata_dict(),
         }
+        spec["classification"], problems = self.classifier.feature_view(fv)
+        self._classification_problems(problems, file=file, obj=obj)
         for where, message, hint in view_column_problems(spec):
             self.err(message, file=file, obj=obj, field=where, hint=hint)
         return spec
@@ -405,12 +409,19 @@ class _Compiler:
                             field=f"outputs[{f.name!r}]",
                             hint=f"declare {found!r} or add .cast(...) to the expression",
                         )
+        classification, problems = self.classifier.on_demand(odfv)
+        self._classification_problems(problems, file=file, obj=obj)
         return {
             "inputs": inputs,
             "outputs": _fields(odfv.outputs),
             "transform": transform,
             "metadata": odfv.metadata_dict(),
+            "classification": classification,
         }
+
+    def _classification_problems(self, problems: list[Problem], *, file: str, obj: str) -> None:
+        for where, message, value, hint in problems:
+            self.err(message, file=file, obj=obj, field=where, value=value, hint=hint)
 
     def service(
         self, svc: FeatureService, file: str, features_of: dict[str, tuple[str, ...]]
@@ -530,21 +541,27 @@ class _Compiler:
         return RepoPlan(project=self.project, objects=tuple(plans))
 
 
-def compile_definitions(found: list[Found], *, repo: Path, project: str) -> CompileResult:
+def compile_definitions(
+    found: list[Found], *, repo: Path, project: str, default_classification: str | None = None
+) -> CompileResult:
     """Compile already-discovered definitions (tests and notebooks use this)."""
-    compiler = _Compiler(repo, project)
+    compiler = _Compiler(repo, project, default_classification)
     plan = compiler.run(found)
     return CompileResult(plan=plan, warnings=compiler.warnings)
 
 
-def compile_repo(repo: str | Path, *, project: str) -> CompileResult:
+def compile_repo(
+    repo: str | Path, *, project: str, default_classification: str | None = None
+) -> CompileResult:
     """Discover, validate and compile the feature repo at ``repo``.
 
-    Raises ``DefinitionErrors`` with every problem found (import failures included).
+    ``default_classification`` is the project's class for features that declare
+    none (``[project] classification``; default ``"internal"``). Raises
+    ``DefinitionErrors`` with every problem found (import failures included).
     """
     path = Path(repo).resolve()
     found, problems = discover(path)
-    compiler = _Compiler(path, project)
+    compiler = _Compiler(path, project, default_classification)
     compiler.errors.extend(problems)
     plan = compiler.run(found)
     return CompileResult(plan=plan, warnings=compiler.warnings)

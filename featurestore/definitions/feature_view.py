@@ -10,7 +10,7 @@ from typing import Any, Literal, get_args
 from featurestore._time import parse_duration_us
 from featurestore.definitions._base import Metadata, Problems
 from featurestore.definitions.entity import Entity
-from featurestore.definitions.field import Field, as_fields
+from featurestore.definitions.field import Field, as_fields, check_classification
 from featurestore.definitions.sources import BatchSource, KafkaSource, RequestSource
 
 AggregationFunction = Literal[
@@ -50,7 +50,9 @@ class Aggregation:
 
     ``window`` is a duration (``"1h"``, ``"7d"``, a ``timedelta``) or ``"lifetime"``;
     ``hop`` (optional) tiles time: the query time is floored to a multiple of it.
-    ``column=None`` with ``function="count"`` counts events.
+    ``column=None`` with ``function="count"`` counts events. ``classification``
+    defaults to the strictest class of what it reads; a lower one needs
+    ``classification_reason``.
 
     >>> Aggregation(name="trips_1h", column="fare", function="sum", window="1h").window_us
     3600000000
@@ -61,10 +63,13 @@ class Aggregation:
     function: AggregationFunction
     window: str | timedelta | int | None
     hop: str | timedelta | int | None = None
+    classification: str | None = None
+    classification_reason: str = ""
 
     def __post_init__(self) -> None:
         problems = Problems("Aggregation", self.name)
         problems.name(self.name)
+        check_classification(self.classification, problems)
         if self.function not in AGGREGATION_FUNCTIONS:
             problems.add(
                 "unknown function",
@@ -110,6 +115,7 @@ class FeatureView(Metadata):
     - ``aggregations``: windowed aggregations over the (transformed) events; when
       given, they are the view's features.
     - ``ttl``: how long a value stays valid; ``None`` means forever.
+    - ``classification``: the default class of its features (else the project's).
     """
 
     name: str
@@ -120,10 +126,12 @@ class FeatureView(Metadata):
     transform: Mapping[str, Any] | None = None
     aggregations: Sequence[Aggregation] = ()
     online: bool = True
+    classification: str | None = None
 
     def __post_init__(self) -> None:
         problems = Problems("FeatureView", self.name)
         problems.name(self.name)
+        check_classification(self.classification, problems)
         entities = tuple(self.entities) if isinstance(self.entities, list | tuple) else ()
         if not entities or not all(isinstance(e, Entity) for e in entities):
             problems.add(
@@ -196,17 +204,20 @@ class OnDemandFeatureView(Metadata):
     column per request field and per input feature (by feature name). ``transform``
     is either ``{output: polars_expression}`` (vectorised) or a Python function
     ``f(pl.DataFrame) -> pl.DataFrame`` returning the output columns. The very same
-    code runs online and in training.
+    code runs online and in training. An output inherits the strictest class of
+    the inputs it reads unless its ``Field`` declares a lower one with a reason.
     """
 
     name: str
     inputs: Sequence[RequestSource | FeatureView]
     outputs: Any
     transform: Mapping[str, Any] | Callable[..., Any]
+    classification: str | None = None
 
     def __post_init__(self) -> None:
         problems = Problems("OnDemandFeatureView", self.name)
         problems.name(self.name)
+        check_classification(self.classification, problems)
         inputs = tuple(self.inputs) if isinstance(self.inputs, list | tuple) else ()
         if not inputs or not all(isinstance(i, RequestSource | FeatureView) for i in inputs):
             problems.add(

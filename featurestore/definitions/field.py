@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from featurestore._classification import CLASSIFICATIONS, is_classification
 from featurestore._dtypes import normalize_dtype
 from featurestore.definitions._base import Problems
 
@@ -14,6 +15,10 @@ class Field:
     """A column with a dtype: a Polars dtype (``pl.Float64``), a Python type or a
     canonical name (``"float64"``, ``"list[int64]"``).
 
+    ``classification`` (``"public"``, ``"internal"``, ``"sensitive"``, ``"pii"``;
+    default: the view's, else the project's) says what the values are; a derived
+    feature declared lower than the inputs it reads gives ``classification_reason``.
+
     >>> Field(name="conv_rate", dtype="float64").dtype
     'float64'
     """
@@ -21,10 +26,13 @@ class Field:
     name: str
     dtype: Any
     description: str = ""
+    classification: str | None = None
+    classification_reason: str = ""
 
     def __post_init__(self) -> None:
         problems = Problems("Field", self.name)
         problems.name(self.name)
+        check_classification(self.classification, problems)
         try:
             object.__setattr__(self, "dtype", normalize_dtype(self.dtype))
         except ValueError as exc:
@@ -34,6 +42,17 @@ class Field:
     @property
     def problems(self) -> tuple[Any, ...]:
         return getattr(self, "_problems", ())
+
+
+def check_classification(value: Any, problems: Problems, *, what: str = "classification") -> None:
+    """Record a problem unless ``value`` is None or one of the classes."""
+    if value is not None and not is_classification(value):
+        problems.add(
+            "is not a classification",
+            field=what,
+            value=value,
+            hint=f"use one of {', '.join(CLASSIFICATIONS)}",
+        )
 
 
 def as_fields(value: Any, problems: Problems, *, what: str) -> tuple[Field, ...]:
@@ -51,7 +70,9 @@ def as_fields(value: Any, problems: Problems, *, what: str) -> tuple[Field, ...]
     seen: set[str] = set()
     for f in fields:
         for p in f.problems:
-            problems.add(p.message, field=f"{what}[{f.name!r}].{p.field}", value=p.value)
+            problems.add(
+                p.message, field=f"{what}[{f.name!r}].{p.field}", value=p.value, hint=p.hint
+            )
         if f.name in seen:
             problems.add("is declared twice", field=f"{what}[{f.name!r}]")
         seen.add(f.name)

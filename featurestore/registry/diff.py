@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from featurestore._classification import lower
 from featurestore.compile.plan import ObjectPlan, RepoPlan
 
 Action = Literal["added", "removed", "changed"]
@@ -43,6 +44,8 @@ class ObjectChange:
 class PlanDiff:
     base_version: int
     objects: tuple[ObjectChange, ...] = field(default_factory=tuple)
+    # changes that need an approver (``apply --approved-by``): see ``_high_impact``
+    high_impact: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -57,6 +60,7 @@ class PlanDiff:
             "base_version": self.base_version,
             "empty": self.empty,
             "objects": [o.to_dict() for o in self.objects],
+            "high_impact": list(self.high_impact),
         }
 
 
@@ -102,10 +106,31 @@ _BLUE_GREEN = (
 )
 
 
+def _lowered(changes: list[FieldChange]) -> list[tuple[str, str, str]]:
+    """(feature, old class, new class) of every feature whose class went down."""
+    out = []
+    for c in changes:
+        parts = c.path.split(".")
+        if (
+            len(parts) == 4
+            and parts[0] == "classification"
+            and parts[1] == "features"
+            and parts[3] == "class"
+            and isinstance(c.old, str)
+            and isinstance(c.new, str)
+            and lower(c.new, c.old)
+        ):
+            out.append((parts[2], c.old, c.new))
+    return out
+
+
 def _impacts(kind: str, changes: list[FieldChange]) -> list[str]:
+    out: list[str] = [
+        f"classification lowered ({feat}: {old} -> {new}): needs an approver"
+        for feat, old, new in _lowered(changes)
+    ]
     if kind != "feature_view":
-        return []
-    out: list[str] = []
+        return out
     for c in changes:
         top = c.path.split(".")[0]
         if top in ("join_keys", "entities"):
@@ -130,10 +155,51 @@ def _impacts(kind: str, changes: list[FieldChange]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _served(plan: RepoPlan | None) -> set[str]:
+    """The "view:feature" references some feature service of ``plan`` uses."""
+    if plan is None:
+        return set()
+    return {str(r) for s in plan.of_kind("feature_service") for r in s.spec.get("features", ())}
+
+
+def _high_impact(change: ObjectChange, old: ObjectPlan | None, served: set[str]) -> list[str]:
+    """Why ``change`` needs an approver: a class lowered; a feature a service uses
+    removed or retyped; the TTL or a window of an online view changed; a source
+    changed."""
+    out = [f"{change.kind} {change.name}: {i}" for i in change.impacts if "lowered" in i]
+    if change.kind != "feature_view" or old is None:
+        return out
+    what = f"feature view {change.name}"
+    if change.action == "removed":
+        used = sorted(r for r in served if r.split(":")[0] == change.name)
+        if used:
+            out.append(f"{what} removed while feature services use {', '.join(used)}")
+        return out
+    online = bool(old.spec.get("online"))
+    for c in change.changes:
+        parts = c.path.split(".")
+        top = parts[0]
+        if top in ("features", "aggregations") and len(parts) >= 2:
+            ref = f"{change.name}:{parts[1]}"
+            gone = len(parts) == 2 and c.new is None
+            if ref in served and (gone or parts[-1] == "dtype"):
+                verb = "removed" if gone else f"retyped ({c.old} -> {c.new})"
+                out.append(f"{what}: feature {ref} {verb} while a feature service uses it")
+            if online and top == "aggregations" and parts[-1] in ("window_us", "hop_us"):
+                out.append(f"{what}: window changed on a served view ({c.path})")
+        elif top == "ttl_us" and online:
+            out.append(f"{what}: TTL changed on a served view ({c.old} -> {c.new} us)")
+        elif top == "source":
+            out.append(f"{what}: source changed ({c.path})")
+    return list(dict.fromkeys(out))
+
+
 def diff_plans(old: RepoPlan | None, new: RepoPlan, *, base_version: int) -> PlanDiff:
     before: dict[tuple[str, str], ObjectPlan] = old.by_key() if old else {}
     after = new.by_key()
     out: list[ObjectChange] = []
+    served = _served(old)
+    high: list[str] = []
     for key in sorted(set(before) | set(after)):
         kind, name = key
         if key not in before:
@@ -145,9 +211,11 @@ def diff_plans(old: RepoPlan | None, new: RepoPlan, *, base_version: int) -> Pla
                 else ()
             )
             out.append(ObjectChange(kind, name, "removed", impacts=impacts))
+            high.extend(_high_impact(out[-1], before[key], served))
         elif before[key].hash != after[key].hash:
             changes = diff_values(dict(before[key].spec), dict(after[key].spec))
             out.append(
                 ObjectChange(kind, name, "changed", tuple(changes), tuple(_impacts(kind, changes)))
             )
-    return PlanDiff(base_version=base_version, objects=tuple(out))
+            high.extend(_high_impact(out[-1], before[key], served))
+    return PlanDiff(base_version=base_version, objects=tuple(out), high_impact=tuple(high))

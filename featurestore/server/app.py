@@ -9,7 +9,8 @@ Routes:
 - ``GET /ready``: pings the online store and the registry; 503 when either is down
   or the served version has nothing to serve (it names a refused newer version);
 - ``GET /metrics``: Prometheus text (see ``metrics.py``);
-- ``GET /docs``, ``GET /openapi.json``: the API, documented.
+- ``GET /docs``, ``GET /openapi.json``: the API, documented;
+- ``GET /ui/``: the web UI and its JSON under ``/ui/api/`` (see ``featurestore/ui``).
 
 >>> app = create_app("path/to/repo")  # doctest: +SKIP
 >>> # uvicorn.run(app) or featurestore.server.run(...)
@@ -21,19 +22,22 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from featurestore import __version__
+from featurestore.api.access import AccessGate
+from featurestore.api.access_log import AccessLogger
 from featurestore.api.store import FeatureStore
 from featurestore.server import feast_compat
 from featurestore.server.accesslog import AccessLog
 from featurestore.server.asgi import LOOKUP_PATH, LookupEndpoint, RouteMetricsMiddleware
 from featurestore.server.auth import Authenticator
 from featurestore.server.feast_compat import FEAST_PATH, feast_endpoint
+from featurestore.server.governance import PEER, GovernedHandler, GovernedServing
 from featurestore.server.lookup import LookupHandler
 from featurestore.server.metrics import METRICS_DIR_ENV, ServerMetrics
 from featurestore.server.models import (
@@ -73,6 +77,9 @@ class FeatureServer(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self.lookup_endpoint
+        client = scope.get("client")
+        if client:  # where a read came from, for the access log
+            PEER.set(f"{client[0]}:{client[1]}")
         if (
             endpoint is not None
             and scope["type"] == "http"
@@ -133,8 +140,11 @@ def create_app(
         else None
     )
     auth = Authenticator(opts.api_keys, opts.service_keys)
+    # the policy (if any) and the access log of pii/sensitive reads (server/governance.py)
+    access_logger = AccessLogger(store.offline)
+    gate = AccessGate(store.settings.policy, access_logger)
     handler = LookupHandler(
-        serving=serving,
+        serving=cast(Serving, GovernedServing(serving, gate.policy)),
         store=guard,
         auth=auth,
         metrics=metrics,
@@ -142,6 +152,7 @@ def create_app(
         max_features=opts.max_features,
         feature_logger=feature_logger,
     )
+    handler = cast(LookupHandler, GovernedHandler(handler, gate))
     if feature_logger is not None:
         metrics.watch_feature_log(feature_logger.stats)
     access_log = AccessLog(
@@ -169,6 +180,7 @@ def create_app(
             metrics.stop()
             access_log.stop()
             guard.stop()
+            access_logger.close()
             store.close()  # flushes the feature log, closes the registry and the store
 
     app = FeatureServer(
@@ -181,6 +193,7 @@ def create_app(
     app.state.online = guard
     app.state.metrics = metrics
     app.state.options = opts
+    app.state.access_logger = access_logger
 
     @app.post(
         LOOKUP_PATH,
@@ -205,6 +218,7 @@ def create_app(
         return _Delegate(endpoint)
 
     feast = feast_endpoint(endpoint)
+    feast.handler = cast(LookupHandler, GovernedHandler(feast.handler, gate))
 
     @app.post(
         FEAST_PATH,
@@ -314,6 +328,10 @@ def create_app(
         """Prometheus text exposition of every worker's metrics."""
         return Response(metrics.render(), media_type=PROMETHEUS_TEXT)
 
+    from featurestore.ui import create_ui  # here: featurestore.ui imports server.auth
+
+    # the web UI, read-only, behind the same API keys (featurestore/ui/access.py)
+    app.mount("/ui", create_ui(store, auth=auth))
     app.add_middleware(RouteMetricsMiddleware, metrics=metrics, access_log=access_log)
     app.lookup_endpoint = endpoint
     app.feast_endpoint = feast

@@ -12,9 +12,11 @@ features one by one, so use it to keep a model's contract private, not to hide d
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 
+from featurestore._policy import AccessDenied, Policy
 from featurestore.errors import DefinitionError
 from featurestore.server.errors import Forbidden, Unauthorized
 
@@ -150,3 +152,22 @@ class PushPermissions:
                 value=view,
                 hint="ask for a key listed under server.push_view_keys for this view",
             )
+
+
+def forbidden(exc: AccessDenied) -> Forbidden:
+    """The policy's refusal as a 403 naming the feature and the missing grant."""
+    return Forbidden(
+        f"{exc.obj}: {exc.message}", field=exc.feature, value=exc.grant, hint=exc.hint or ""
+    )
+
+
+def principal_of(policy: Policy | None, key: bytes | None) -> str | None:
+    """Who a request is: the policy's principal of its key; with no policy, a short
+    digest of the key (the access log never holds a key)."""
+    if policy is not None:
+        if key is None:
+            return policy.anonymous
+        return policy.principal_of_key(key.decode()) or "(key of no principal)"
+    if key is None:
+        return None
+    return "key:" + hashlib.sha256(key).hexdigest()[:8]

@@ -308,3 +308,47 @@ def test_a_ttl_on_an_aggregated_view_is_a_definition_error(tmp_path):
     with pytest.raises(DefinitionError, match="a TTL does not apply to windowed aggregations"):
         s.apply()
     s.close()
+
+
+def test_an_on_demand_feature_over_aggregations_is_the_same_in_training_and_online(tmp_path):
+    """An on-demand view may read windowed aggregations: training computes its inputs
+    with the aggregation engine (it used to refuse: "aggregated views are not
+    supported in training"), online from the records, through the same function."""
+    defs = DEFS + '''
+from featurestore import OnDemandFeatureView
+fare_share = OnDemandFeatureView(
+    name="fare_share", inputs=[driver_trips],
+    outputs={"fare_per_trip_1d": "float64"},
+    transform={"fare_per_trip_1d": pl.col("fare_sum_1d") / (pl.col("trips_1h") + 1)},
+)
+'''
+    repo = write_repo(tmp_path / "repo", {"features.py": defs})
+    (repo / "data").mkdir()
+    events = _events()
+    events.write_parquet(repo / "data" / "trips.parquet")
+    s = FeatureStore(repo)
+    try:
+        s.apply()
+        s.backfill()
+        end = T0 + timedelta(days=2, hours=3)
+        ids = list(range(1, 30))
+        spine = pl.DataFrame({"driver_id": ids, "event_timestamp": [end] * len(ids)}).with_columns(
+            pl.col("event_timestamp").dt.cast_time_unit("us")
+        )
+        ds = s.get_training_dataset(spine, features=["fare_share:fare_per_trip_1d"])
+        assert ds.frame.columns == ["driver_id", "event_timestamp", "fare_per_trip_1d"]
+        want = _brute(events, spine)
+        expected = [
+            None if f is None else f / (n + 1)
+            for f, n in zip(want["fare_sum_1d"], want["trips_1h"], strict=True)
+        ]
+        got = ds.frame["fare_per_trip_1d"].to_list()
+        assert all(_close(g, e) for g, e in zip(got, expected, strict=True)), (got, expected)
+        _materialize(s, end)
+        online = s.get_online_features(
+            {"driver_id": ids}, features=["fare_share:fare_per_trip_1d"], request_time=end
+        )
+        pairs = zip(online.values["fare_per_trip_1d"], got, strict=True)
+        assert all(_close(a, b) for a, b in pairs)
+    finally:
+        s.close()

@@ -168,9 +168,7 @@ def brute(function: str, events: list[tuple[int, int, Any]]) -> Any:
         if not numbers:
             return math.nan
         return min(numbers) if function == "min" else max(numbers)
-    ranked = sorted(
-        ((e, c, _order_value(v)), v) for e, c, v in events if v is not None
-    )
+    ranked = sorted(((e, c, _order_value(v)), v) for e, c, v in events if v is not None)
     # Ties on (event_ts, created_ts): first takes the smallest value, last the largest
     # (SEMANTICS), so every engine picks the same one whatever order rows come in.
     return ranked[0][1] if function == "first" else ranked[-1][1]
@@ -294,9 +292,7 @@ def test_a_rerun_backfill_is_idempotent_and_a_corrected_source_replaces_its_rang
     stored = store.offline.read_view(_spec(store)).collect()
     cols = ["shop_id", "event_ts", "created_ts", "amount", "city"]
     want = fixed.rename({"ts": "event_ts", "created": "created_ts"}).select(cols)
-    assert stored.select(cols).sort(cols, nulls_last=True).equals(
-        want.sort(cols, nulls_last=True)
-    )
+    assert stored.select(cols).sort(cols, nulls_last=True).equals(want.sort(cols, nulls_last=True))
 
 
 def _spec(store):

@@ -123,11 +123,15 @@ def test_promote_switches_at_once_and_a_schema_change_is_not_pinned(repo: Path):
     assert store.registry.serving_pins() == {}
     assert store.promote(VIEW) is None
     # A new feature changes what the view serves: no pin, the head serves at once.
-    text = features.read_text().replace(
-        'Field(name="acceptance_gap", dtype=pl.Float64),',
-        'Field(name="acceptance_gap", dtype=pl.Float64),\n'
-        '        Field(name="gap_x2", dtype=pl.Float64),',
-    ).replace(NEW, NEW[:-1] + ', "gap_x2": pl.col("conv_rate") * 2}')
+    text = (
+        features.read_text()
+        .replace(
+            'Field(name="acceptance_gap", dtype=pl.Float64),',
+            'Field(name="acceptance_gap", dtype=pl.Float64),\n'
+            '        Field(name="gap_x2", dtype=pl.Float64),',
+        )
+        .replace(NEW, NEW[:-1] + ', "gap_x2": pl.col("conv_rate") * 2}')
+    )
     features.write_text(text)
     store.apply()
     assert store.registry.serving_pins() == {}

@@ -24,7 +24,7 @@ ROOT = "featurestore"
 # sample data) is used by ``featurestore init`` only, so it sits with the CLI.
 LAYERS: list[tuple[str, ...]] = [
     ("cli", "__main__", "scaffold", "integrations"),
-    ("server", "audit"),
+    ("server", "audit", "ui"),
     ("api",),
     ("materialize",),
     ("engines",),

@@ -9,6 +9,7 @@ import featurestore
 
 PKG = Path(featurestore.__file__).parent
 
+
 def test_public_api_is_pinned():
     assert sorted(featurestore.__all__) == [
         "Aggregation",
@@ -32,7 +33,7 @@ def test_import_is_light():
     code = (
         "import sys, featurestore; "
         "print(','.join(m for m in ('numba', 'redis', 'confluent_kafka', 'fastapi', "
-        "'polars', 'sqlalchemy', 'deltalake', 'numpy') if m in sys.modules))"
+        "'polars', 'sqlalchemy', 'deltalake', 'numpy', 'ray') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

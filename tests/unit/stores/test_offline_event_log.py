@@ -55,9 +55,7 @@ def source_log(seed: int = 0) -> pl.DataFrame:
     same_ts = base.filter(pl.int_range(pl.len()) % 7 == 0).with_columns(
         pl.col("trips") + 1000, pl.col("rating") * 2
     )
-    midnight = pl.Series([us(T0) + d * DAY_US for d in range(1, 10)]).cast(
-        pl.Datetime("us", "UTC")
-    )
+    midnight = pl.Series([us(T0) + d * DAY_US for d in range(1, 10)]).cast(pl.Datetime("us", "UTC"))
     edges = pl.DataFrame(
         {
             "driver_id": [3] * 9 * 2,

@@ -1,0 +1,129 @@
+"""Real servers for the UI tests (test_ui.py, test_ui_browser.py).
+
+The quickstart repo (applied, backfilled, materialized, with one saved dataset) is
+served twice: by ``featurestore serve`` with API keys (the UI mounted at /ui) and by
+``featurestore ui`` (laptop mode, no keys). Keys: ``k-all`` may use every service,
+``k-other`` every one but ``driver_windows_service``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from featurestore.api.store import FeatureStore
+from tests.fixtures.services import free_port
+from tests.integration.served import running_server, served_repo
+
+KEYS = {
+    "FEATURESTORE_API_KEYS": "k-all,k-other",
+    "FEATURESTORE_SERVICE_KEYS": json.dumps({"driver_windows_service": ["k-all"]}),
+}
+DATASET = "ranking_train"
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+    def json(self) -> object:
+        return json.loads(self.body)
+
+
+def get(port: int, path: str, *, headers: dict[str, str] | None = None) -> Response:
+    return request(port, "GET", path, headers=headers)
+
+
+def request(
+    port: int,
+    method: str,
+    path: str,
+    *,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    finally:
+        conn.close()
+
+
+def ui_repo(root: Path) -> Path:
+    """The served quickstart repo plus a saved training dataset."""
+    repo = served_repo(root)
+    store = FeatureStore(repo)
+    try:
+        spine = pl.read_parquet(repo / "data" / "spine.parquet")
+        dataset = store.get_training_dataset(spine, feature_service="driver_ranking")
+        store.save_dataset(dataset, DATASET, entity_df=spine)
+    finally:
+        store.close()
+    return repo
+
+
+@contextmanager
+def keyed_server(repo: Path, log: Path) -> Iterator[int]:
+    """``featurestore serve`` (its module) with API keys; the UI is at /ui."""
+    saved = {k: os.environ.get(k) for k in KEYS}
+    os.environ.update(KEYS)
+    try:
+        with running_server(repo, log) as port:
+            yield port
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextmanager
+def laptop_ui(repo: Path, log: Path) -> Iterator[int]:
+    """``featurestore ui --repo REPO --port PORT`` as a user runs it."""
+    port = free_port()
+    cli = Path(sys.executable).parent / "featurestore"
+    proc = subprocess.Popen(
+        [str(cli), "ui", "--repo", str(repo), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"featurestore ui exited: {log.read_text()[-3000:]}")
+            try:
+                if get(port, "/ui/static/ui.css").status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"featurestore ui did not come up: {log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
