@@ -12,6 +12,8 @@ redis-server started on a free loopback port. Then, in the same run:
   in-process, and HTTP at concurrency 1 (POSTs on one keep-alive ``http.client``
   connection; httpx would add ~1 ms by itself). Interleaving makes every way see
   the same moments of a shared, noisy machine, so the ratios hold when p99s swing;
+- with ``--feast-route``, a fourth way in the same loop: the same body POSTed to
+  Feast's ``/get-online-features`` (issue 19: within 10% of the native route);
 - HTTP throughput at concurrency 8 and 32 with ``wrk`` (a Lua script builds a
   random POST body per request) against ``--workers`` server processes, with the
   CPU each request cost the server, Redis and wrk (from /proc): on a busy machine
@@ -22,6 +24,7 @@ Every loop is bounded in count and time; the servers are stopped by PID at the e
     python benchmarks/online.py
     python benchmarks/online.py --entities 20000 --requests 500 --duration 3
     python benchmarks/online.py --write-results    # appends to benchmarks/RESULTS.md
+    python benchmarks/online.py --feast-route      # and Feast's route, call by call
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 SECTION = "## Online serving (benchmarks/online.py)"
 LOOKUP = "/v1/features/online"
+FEAST_LOOKUP = "/get-online-features"  # server/feast_compat.py; --feast-route
+FEAST_ROUTE_TARGET = 0.10  # issue 19: the Feast route within 10% of the native one
 SEED = 20
 # (lookup shape, how it is served) -> (percentile, target in ms)
 TARGETS = {
@@ -286,11 +291,14 @@ def latency_case(
     server: tuple[int, list[int]],
     case: tuple[int, int, str],
     n: int,
+    feast_route: bool = False,
 ) -> dict[str, dict[str, float]]:
     """One lookup shape measured three ways, interleaved call by call so that all
     three see the same moments of a noisy machine: raw redis-py MGET of exactly the
     keys the lookup reads (the floor), ``FeatureStore.get_online_features``, and an
-    HTTP POST on one keep-alive ``http.client`` connection."""
+    HTTP POST on one keep-alive ``http.client`` connection. With ``feast_route``, a
+    fourth: the same body POSTed to Feast's ``/get-online-features`` (the request is
+    valid in both shapes), on the same connection, right after the native one."""
     import redis
 
     from featurestore.api.online import build_lookup_plan
@@ -327,7 +335,21 @@ def latency_case(
     headers = {"Content-Type": "application/json"}
     clock = time.perf_counter
     samples: dict[str, list[float]] = {"mget": [], "in-process": [], "http": []}
+    if feast_route:
+        samples["feast"] = []
     warmup = max(200, n // 10)
+    routes = {"http": LOOKUP, "feast": FEAST_LOOKUP} if feast_route else {"http": LOOKUP}
+
+    def post(path: str, body: bytes) -> float:
+        t = clock()
+        conn.request("POST", path, body=body, headers=headers)
+        answer = conn.getresponse()
+        data = answer.read()
+        took = clock() - t
+        if answer.status != 200:
+            raise SystemExit(f"HTTP {answer.status} from {path}: {data[:300]!r}")
+        return took
+
     try:
         for i in range(n + warmup):
             if i == warmup:
@@ -338,23 +360,22 @@ def latency_case(
             t1 = clock()
             resp = store.get_online_features({"driver_id": batches[b]}, feature_service=service)
             t2 = clock()
-            conn.request("POST", LOOKUP, body=bodies[b], headers=headers)
-            answer = conn.getresponse()
-            data = answer.read()
-            t3 = clock()
+            # the two routes take turns going first, so neither always follows the other
+            order = list(routes.items()) if i % 2 == 0 else list(routes.items())[::-1]
+            took = {way: post(path, bodies[b]) for way, path in order}
             if i >= warmup:
                 samples["mget"].append(t1 - t0)
                 samples["in-process"].append(t2 - t1)
-                samples["http"].append(t3 - t2)
-            if answer.status != 200:
-                raise SystemExit(f"HTTP {answer.status}: {data[:300]!r}")
+                for way, seconds in took.items():
+                    samples[way].append(seconds)
             assert all(v is not None for v in found)
             assert next(iter(resp.statuses.values()))[0] == "PRESENT"
     finally:
         conn.close()
         store.close()
     out = {k: percentiles(v) for k, v in samples.items()}
-    out["http"]["server_cpu_us"] = (cpu_seconds(pids) - cpu) / n * 1e6
+    # with the Feast route on, the servers' CPU covers both routes' requests
+    out["http"]["server_cpu_us"] = (cpu_seconds(pids) - cpu) / n * 1e6 / (2 if feast_route else 1)
     out["mget"]["keys"] = len(keys[0])
     return out
 
@@ -458,7 +479,7 @@ def report(res: dict[str, Any]) -> str:
             if way == "mget":
                 label = f"redis-py MGET of {r['keys']:.0f} key{'s' if r['keys'] != 1 else ''}"
             else:
-                label = {"http": "HTTP c=1"}.get(way, way)
+                label = {"http": "HTTP c=1", "feast": "HTTP c=1, Feast route"}.get(way, way)
             ratios = ["-", "-"]
             if way != "mget":
                 ratios = [f"{r['p50'] / floor['p50']:.1f}x", f"{r['p99'] / floor['p99']:.1f}x"]
@@ -468,6 +489,14 @@ def report(res: dict[str, Any]) -> str:
             if target:
                 ok = r[target[0]] <= target[1]
                 mark = f"{target[0]} <= {target[1]:g}: {'met' if ok else 'MISSED'}"
+            if way == "feast":
+                over = r["p50"] / ways["http"]["p50"] - 1
+                p99 = r["p99"] / ways["http"]["p99"] - 1
+                ok = over <= FEAST_ROUTE_TARGET
+                mark = (
+                    f"p50 {over:+.1%}, p99 {p99:+.1%} vs native; p50 within "
+                    f"{FEAST_ROUTE_TARGET:.0%}: {'met' if ok else 'MISSED'}"
+                )
             lines.append(
                 f"| {shape} | {label} | {r['p50']:.3f} | {r['p99']:.3f} | {ratios[0]} "
                 f"| {ratios[1]} | {cpu} | {mark} |"
@@ -511,6 +540,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--write-results", action="store_true", help=f"append to {RESULTS}")
     parser.add_argument("--results-file", type=Path, default=RESULTS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--feast-route",
+        action="store_true",
+        help=f"also time {FEAST_LOOKUP} (Feast's shape) next to the native route",
+    )
     args = parser.parse_args()
     os.environ.setdefault(
         "NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "featurestore-numba")
@@ -543,13 +577,18 @@ def main() -> None:
                 ):
                     word = "entity" if size == 1 else "entities"
                     shape = f"{size} {word} x {feats} features"
-                    ways = latency_case(repo, redis_port, (port, workers), (ents, size, service), n)
+                    ways = latency_case(
+                        repo,
+                        redis_port,
+                        (port, workers),
+                        (ents, size, service),
+                        n,
+                        feast_route=args.feast_route,
+                    )
                     lat[shape] = ways
                     print(
-                        f"  {shape}: p50/p99 ms: MGET {ways['mget']['p50']:.3f}/"
-                        f"{ways['mget']['p99']:.3f}, in-process {ways['in-process']['p50']:.3f}/"
-                        f"{ways['in-process']['p99']:.3f}, http {ways['http']['p50']:.3f}/"
-                        f"{ways['http']['p99']:.3f}",
+                        f"  {shape}: p50/p99 ms: "
+                        + ", ".join(f"{w} {r['p50']:.3f}/{r['p99']:.3f}" for w, r in ways.items()),
                         flush=True,
                     )
                 for size in (1, 100):

@@ -227,7 +227,7 @@ def create_app(
         "'entities', 'full_feature_names') and response ('metadata.feature_names', join "
         "keys first; 'results[i].values/statuses/event_timestamps'; statuses PRESENT, "
         "NOT_FOUND, OUTSIDE_MAX_AGE). Point Feast's remote online store here. "
-        "See docs/feast.md.",
+        "See docs/migrating-from-feast.md.",
         response_model=None,
         responses={
             200: {"content": {"application/json": {"schema": feast_compat.RESPONSE_SCHEMA}}},

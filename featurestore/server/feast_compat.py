@@ -21,9 +21,9 @@ Response: ``metadata.feature_names`` lists the join keys first, then the feature
 one entry per entity. Join keys are ``PRESENT`` at the epoch, as Feast answers them.
 Statuses: PRESENT -> ``PRESENT``, MISSING -> ``NOT_FOUND``, EXPIRED ->
 ``OUTSIDE_MAX_AGE`` (with a null value; Feast 0.67's own server reports expired
-rows as PRESENT with their value: see docs/feast.md).
+rows as PRESENT with their value: see docs/migrating-from-feast.md).
 
-The work is the native route's (``lookup.py``): the same parser, the same cached
+The work is the native route's (``lookup.py``): the same checks, the same cached
 ``LookupPlan``, one store round trip, the same feature log; only the response shape
 differs. It is served ahead of FastAPI's routing like the native route.
 """
@@ -31,8 +31,10 @@ differs. It is served ahead of FastAPI's routing like the native route.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import orjson
 
 from featurestore.api.online import EXPIRED, MISSING, PRESENT, LookupPlan, OnlineResponse, lookup
@@ -41,9 +43,10 @@ from featurestore.server.asgi import LookupEndpoint
 from featurestore.server.lookup import (
     LookupHandler,
     LookupRequest,
+    _entities,
     _features,
     _kind,
-    parse_request,
+    _request_data,
 )
 
 FEAST_PATH = "/get-online-features"
@@ -57,6 +60,10 @@ FEAST_KEYS = (
 FEAST_STATUS = {PRESENT: "PRESENT", MISSING: "NOT_FOUND", EXPIRED: "OUTSIDE_MAX_AGE"}
 EPOCH_TEXT = "1970-01-01T00:00:00Z"  # what Feast gives join keys and missing rows
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US_PER_DAY = 86_400_000_000
+_VECTOR_FROM = 16
+# numpy datetime64 as RFC 3339 in UTC with a Z, as protobuf JSON prints a Timestamp
+_ORJSON_TIME = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 _SCALAR = {"type": ["integer", "number", "string", "boolean", "null"]}
 # What /docs and /openapi.json publish; the parser above is the one that decides.
 REQUEST_SCHEMA: dict[str, Any] = {
@@ -99,14 +106,22 @@ RESPONSE_SCHEMA: dict[str, Any] = {
 _EXAMPLE = '{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}}'
 
 
+@lru_cache(maxsize=4096)
+def _day_text(day: int) -> str:
+    return (_EPOCH + timedelta(days=day)).date().isoformat() + "T"  # 4-digit years
+
+
 def timestamp_text(us: int | None) -> str:
     """Microseconds since the epoch as protobuf JSON prints a Timestamp: UTC, ``Z``,
-    and 0, 3 or 6 fractional digits."""
+    and 0, 3 or 6 fractional digits. Arithmetic, with the date cached (a strftime
+    per value cost about 2 us here)."""
     if us is None:
         return EPOCH_TEXT
-    moment = _EPOCH + timedelta(microseconds=us)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    micros = moment.microsecond
+    day, rest = divmod(us, _US_PER_DAY)
+    seconds, micros = divmod(rest, 1_000_000)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    text = f"{_day_text(day)}{hours:02d}:{minutes:02d}:{seconds:02d}"
     if micros == 0:
         return text + "Z"
     if micros % 1000 == 0:
@@ -114,10 +129,37 @@ def timestamp_text(us: int | None) -> str:
     return f"{text}.{micros:06d}Z"
 
 
+def timestamp_texts(stamps: list[int | None]) -> list[str] | orjson.Fragment:
+    """``timestamp_text`` of each value: a list, or from 16 values on the JSON array
+    itself, formatted in C (measured, 100 values: 8 us by orjson, 28 us by numpy's
+    ``datetime_as_string``, 95 us one by one; 100 entities of two views made this
+    route 15% slower than the native one). orjson prints a fraction in 6 digits
+    where protobuf prints 3 for whole milliseconds, so such columns take numpy."""
+    if len(stamps) < _VECTOR_FROM:
+        return [timestamp_text(us) for us in stamps]
+    arr = np.array(stamps if None not in stamps else [us or 0 for us in stamps], np.int64)
+    fractions = arr % 1_000_000
+    if not ((fractions % 1000 == 0) & (fractions != 0)).any():
+        try:
+            return orjson.Fragment(orjson.dumps(arr.view("datetime64[us]"), option=_ORJSON_TIME))
+        except TypeError:
+            pass  # beyond orjson's range of years
+    full = np.datetime_as_string(arr.astype("datetime64[us]"), unit="us").tolist()
+    return [
+        EPOCH_TEXT
+        if us is None
+        else text[:19] + "Z"
+        if frac == 0
+        else text[:23] + "Z"
+        if frac % 1000 == 0
+        else text + "Z"
+        for us, text, frac in zip(stamps, full, fractions.tolist(), strict=True)
+    ]
+
+
 def feast_response(response: OnlineResponse) -> dict[str, Any]:
     """Feast's ``GetOnlineFeaturesResponse`` JSON for one of our lookups."""
     n = len(next(iter(response.entities.values()), []))
-    stamps: dict[int | None, str] = {}  # a view's rows share few distinct times
     names: list[str] = []
     results: list[dict[str, Any]] = []
     for key, column in response.entities.items():
@@ -125,21 +167,25 @@ def feast_response(response: OnlineResponse) -> dict[str, Any]:
         results.append(
             {"values": column, "statuses": ["PRESENT"] * n, "event_timestamps": [EPOCH_TEXT] * n}
         )
+    # the features of one view share one list of event times and one of statuses:
+    # each is turned into text once per request
+    texts: dict[int, list[str] | orjson.Fragment] = {}
+    statuses: dict[int, list[str]] = {}
     for name, values in response.values.items():
         names.append(name)
-        texts = []
-        for us in response.event_ts[name]:
-            text = stamps.get(us)
-            if text is None:
-                text = stamps[us] = timestamp_text(us)
-            texts.append(text)
-        results.append(
-            {
-                "values": values,
-                "statuses": [FEAST_STATUS[s] for s in response.statuses[name]],
-                "event_timestamps": texts,
-            }
-        )
+        stamps, codes = response.event_ts[name], response.statuses[name]
+        text = texts.get(id(stamps))
+        if text is None:
+            text = texts[id(stamps)] = timestamp_texts(stamps)
+        status = statuses.get(id(codes))
+        if status is None:
+            # PRESENT is spelled the same in both: an all-present list is reused
+            status = statuses[id(codes)] = (
+                codes
+                if MISSING not in codes and EXPIRED not in codes
+                else [FEAST_STATUS[c] for c in codes]
+            )
+        results.append({"values": values, "statuses": status, "event_timestamps": text})
     return {"metadata": {"feature_names": names}, "results": results}
 
 
@@ -184,15 +230,44 @@ class FeastLookupHandler(LookupHandler):
         refs = None if features is None else _features(features, self.max_features)
         full = doc.get("full_feature_names", False)
         if not isinstance(full, bool):
-            raise RequestError("must be true or false", field="full_feature_names", value=full)
+            raise RequestError(
+                "must be true or false", field="full_feature_names", value=_kind(full)
+            )
         plan = self.serving.plan(refs, service, full)
-        native = _native_doc(doc, refs, service, full, plan.join_keys, bool(plan.on_demand))
-        # the native parser checks entities, sizes and request data, with its messages
-        req = parse_request(
-            orjson.dumps(native), max_entities=self.max_entities, max_features=self.max_features
-        )
+        req = self._request(doc, refs, service, full, plan)
         response = self._lookup(plan, req, request_id)
         return orjson.dumps(feast_response(response), option=orjson.OPT_SERIALIZE_NUMPY), req
+
+    def _request(
+        self,
+        doc: dict[str, Any],
+        refs: tuple[str, ...] | None,
+        service: str | None,
+        full: bool,
+        plan: LookupPlan,
+    ) -> LookupRequest:
+        """The native request from the parsed body, checked by the native parser's own
+        checks (entities, sizes, request data: same messages), without writing the
+        body again and parsing it a second time (measured: 12 of the 14 us this route
+        cost over the native one at 1 entity)."""
+        entities = doc.get("entities")
+        data = None
+        if plan.on_demand and isinstance(entities, dict):
+            # Feast sends request fields of on-demand views with the join keys
+            keys = {k: v for k, v in entities.items() if k in plan.join_keys}
+            rest = {k: v for k, v in entities.items() if k not in plan.join_keys}
+            if keys and rest:
+                entities, data = keys, rest
+        checked, size = _entities(entities, self.max_entities)
+        return LookupRequest(
+            entities=checked,
+            features=refs,
+            feature_service=service,
+            full_feature_names=full,
+            request_time_us=None,
+            size=size,
+            request_data=_request_data(data),
+        )
 
     def _lookup(
         self, plan: LookupPlan, req: LookupRequest, request_id: str | None
@@ -250,33 +325,6 @@ def _feast_doc(body: bytes) -> dict[str, Any]:
             value=_kind(flag),
         )
     return doc  # type: ignore[no-any-return]
-
-
-def _native_doc(
-    doc: dict[str, Any],
-    refs: tuple[str, ...] | None,
-    service: str | None,
-    full: bool,
-    join_keys: tuple[str, ...],
-    on_demand: bool,
-) -> dict[str, Any]:
-    """The native request: columns that are not join keys go to ``request_data``
-    when the features include on-demand views (Feast sends them with the keys)."""
-    entities = doc.get("entities")
-    native: dict[str, Any] = {"full_feature_names": full}
-    if refs is not None:
-        native["features"] = list(refs)
-    else:
-        native["feature_service"] = service
-    if on_demand and isinstance(entities, dict):
-        keys = {k: v for k, v in entities.items() if k in join_keys}
-        data = {k: v for k, v in entities.items() if k not in join_keys}
-        native["entities"] = keys or entities
-        if data and keys:
-            native["request_data"] = data
-    else:
-        native["entities"] = entities
-    return native
 
 
 def feast_endpoint(native: LookupEndpoint) -> LookupEndpoint:

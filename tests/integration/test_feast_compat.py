@@ -14,15 +14,17 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from featurestore.api.store import FeatureStore
-from featurestore.server.feast_compat import EPOCH_TEXT, timestamp_text
+from featurestore.server.feast_compat import EPOCH_TEXT, timestamp_text, timestamp_texts
 from tests.integration.served import running_server, served_repo
 
 FEAST_ROUTE = "/get-online-features"
@@ -114,6 +116,45 @@ def test_feast_request_gets_feast_shape_with_native_values(port: int) -> None:
     assert conv["event_timestamps"][2] == EPOCH_TEXT
 
 
+def test_many_entities_mixed_statuses_equal_the_native_route(port: int) -> None:
+    # 30 entities: the event times of a column are formatted in one call (from 16 on)
+    drivers = [DRIVERS[i % 3] if i % 4 else 1001 + i % 5 for i in range(30)]
+    refs = [f"{VIEW}:{f}" for f in FEATURES]
+    status, doc = post(port, FEAST_ROUTE, {"features": refs, "entities": {"driver_id": drivers}})
+    assert status == 200, doc
+    mine = native(port, {"features": refs, "entities": {"driver_id": drivers}})["features"]
+    names = {"PRESENT": "PRESENT", "MISSING": "NOT_FOUND", "EXPIRED": "OUTSIDE_MAX_AGE"}
+    assert doc["results"][0]["values"] == drivers
+    for name, result in zip(FEATURES, doc["results"][1:], strict=True):
+        assert result["values"] == mine[name]["values"]
+        assert result["statuses"] == [names[s] for s in mine[name]["statuses"]]
+        assert result["event_timestamps"] == [timestamp_text(t) for t in mine[name]["event_ts"]]
+    assert {"PRESENT", "NOT_FOUND", "OUTSIDE_MAX_AGE"} <= set(doc["results"][1]["statuses"])
+
+
+def test_timestamp_texts_equal_one_by_one_in_every_range() -> None:
+    """The column formatter (orjson, numpy or one by one) prints what protobuf JSON
+    prints: 0, 3 or 6 fractional digits, UTC with a Z, the epoch for a missing row."""
+    rng = random.Random(19)
+    lo, hi = -62_135_596_800_000_000, 253_402_300_799_999_999  # years 1 to 9999
+    columns: list[list[int | None]] = [
+        [rng.randrange(lo, hi) for _ in range(40)],
+        [rng.randrange(0, 2**41) * 1000 for _ in range(20)],  # whole milliseconds
+        [rng.randrange(0, 2**31) * 1_000_000 for _ in range(20)],  # whole seconds
+        [None, 1_767_225_600_000_001] * 10,
+        [hi] * 16,  # beyond orjson's datetime range
+        [lo, -1, 0, 1, 999, 1000] * 3,
+    ]
+    for column in columns:
+        expected = [timestamp_text(us) for us in column]
+        assert orjson.loads(orjson.dumps(timestamp_texts(column))) == expected
+        assert timestamp_texts(column[:3]) == expected[:3]
+    assert timestamp_text(None) == EPOCH_TEXT
+    assert timestamp_text(lo) == "0001-01-01T00:00:00Z"
+    assert timestamp_text(1_500_000) == "1970-01-01T00:00:01.500Z"
+    assert timestamp_text(-1) == "1969-12-31T23:59:59.999999Z"
+
+
 def test_feature_service_full_names_and_feast_default_fields(port: int) -> None:
     # what Feast's remote client sends for a FeatureService, plus Feast's default "features": []
     body = {
@@ -169,6 +210,26 @@ def test_request_fields_ride_in_entities_as_feast_sends_them(port: int) -> None:
         ({"features": ["driver_hourly_stats:nope"], "entities": {"driver_id": [1]}}, 404, None),
         ({"entities": {"driver_id": [1]}}, 422, "feature_service"),
         ({"features": ["x:y"], "entities": {"driver_id": [1]}, "project": "p"}, 422, "project"),
+        # the native route's own checks, with its messages, on the parsed body
+        (
+            {"features": [f"{VIEW}:conv_rate"], "entities": {"driver_id": [[1]]}},
+            422,
+            "entities.driver_id[0]",
+        ),
+        (
+            {"features": [f"{VIEW}:conv_rate"], "entities": {"driver_id": []}},
+            422,
+            "entities.driver_id",
+        ),
+        (
+            {
+                "features": [f"{VIEW}:conv_rate"],
+                "entities": {"driver_id": [1]},
+                "full_feature_names": [[1]],
+            },
+            422,
+            "full_feature_names",
+        ),
         (
             {
                 "features": ["driver_hourly_stats:conv_rate"],
@@ -188,6 +249,7 @@ def test_bad_feast_requests_name_the_culprit(
     if field is not None:
         assert doc["field"] == field
     assert doc["message"]
+    assert "[[" not in json.dumps(doc.get("value"))  # a nested value is named, never echoed
 
 
 def test_feast_sdk_remote_online_store_reads_our_server(port: int, tmp_path: Path) -> None:

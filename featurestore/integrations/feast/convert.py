@@ -40,12 +40,19 @@ VALUE_TYPES = {
 }
 TTL_NOTE = "Feast keeps a row exactly ttl old in training; featurestore does not"
 DROP_NOTE = (
-    "Feast's file offline store leaves out spine rows before the first event or after "
-    "the last event + ttl; featurestore keeps them, with nulls"
+    "Feast's file offline store leaves out a spine row whose key has rows here but none "
+    "within [t - ttl, t] (e.g. before the key's first event, after its last + ttl, in a "
+    "gap longer than ttl); featurestore keeps it, with nulls"
 )
 TIES_NOTE = (
-    "rows tying on (key, event time, created time) are reported by our backfill and the "
-    "last in source order wins; Feast's file offline store keeps an arbitrary one"
+    "rows sharing (key, event time): featurestore takes the latest created time (full "
+    "ties are reported by the backfill, the last in source order wins); Feast's file "
+    "offline store keeps any of them (its sort on created time is undone by an unstable "
+    "sort on event time)"
+)
+NO_CREATED = (
+    "no created column: rows repeating (key, event time) are ties, reported by our "
+    "backfill (the last in source order wins); Feast's file offline store keeps any of them"
 )
 
 
@@ -279,9 +286,9 @@ class Converter:
         if type(batch).__name__ == "FileSource":
             differences.append("dropped_spine_rows")
             notes.append(DROP_NOTE)
-        if getattr(batch, "created_timestamp_column", None):
-            differences.append("created_ties")
-            notes.append(TIES_NOTE)
+        # without a created column every row repeating (key, event time) is a tie
+        differences.append("created_ties")
+        notes.append(TIES_NOTE if getattr(batch, "created_timestamp_column", None) else NO_CREATED)
         if dropped:
             notes.append("not carried over (no equivalent dtype): " + ", ".join(dropped))
             self.blocks.append(
@@ -435,7 +442,11 @@ class Converter:
         return var
 
     def features_py(self) -> str:
-        imports = ["from datetime import timedelta", ""] if self.needs_timedelta else []
+        imports: list[str] = []
+        if self.needs_polars:  # a carried function's annotations are never evaluated
+            imports += ["from __future__ import annotations", ""]
+        if self.needs_timedelta:
+            imports += ["from datetime import timedelta", ""]
         if self.needs_pandas:
             imports.append("import pandas as pd")
         if self.needs_polars:

@@ -10,17 +10,21 @@ Status = Literal["converted", "converted with a semantic difference", "not suppo
 # Differences a test (or a user) can check row by row:
 # - ttl_boundary: Feast keeps a row exactly ttl old (event_ts >= t - ttl); we do not
 #   (event_ts > t - ttl), so those training rows are null here.
-# - created_ties: rows tying on (key, event_ts, created_ts) are a data error here (the
-#   backfill reports them and keeps the last in source order); Feast's file offline
-#   store keeps one of them after a sort that does not promise an order.
+# - created_ties: rows sharing (key, event_ts). We take the largest created_ts; a
+#   full tie on (key, event_ts, created_ts) is a data error here (the backfill reports
+#   it and keeps the last in source order). Feast 0.67's file offline store sorts by
+#   created_ts and then by event_ts with an unstable sort, so it keeps any of them,
+#   corrections included.
 # - push: a Feast PushSource becomes the view's batch source; push with
 #   ``featurestore push VIEW`` or ``POST /v1/push`` (per view, not per source).
 # - online_ttl: online, an expired value reads EXPIRED with a null value; Feast 0.67's
 #   server answers it PRESENT with the old value.
 # - naive_time: Feast reads a timestamp column without a zone as UTC; featurestore
 #   rejects it (SEMANTICS.md "Time"): write the column with a zone.
-# - dropped_spine_rows: Feast 0.67's file offline store leaves out spine rows earlier
-#   than the first event or later than the last event + ttl; we keep them (nulls).
+# - dropped_spine_rows: Feast 0.67's file offline store leaves out a spine row whose
+#   key has rows in a view but none within [t - ttl, t] (its left join is filtered on
+#   the TTL): before the key's first event, after its last + ttl, in a longer gap. We
+#   keep every spine row, with nulls.
 Difference = Literal[
     "ttl_boundary",
     "created_ties",
@@ -98,5 +102,6 @@ class ImportReport:
         for it in self.items:
             notes = "; ".join(it.notes).replace("|", "\\|") or ""
             lines.append(f"| {it.kind} `{it.name}` | {it.status} | {notes} |")
-        lines += ["", "See docs/feast.md for each semantic difference, with an example.", ""]
+        see = "See docs/migrating-from-feast.md for each semantic difference, with an example."
+        lines += ["", see, ""]
         return "\n".join(lines)

@@ -36,13 +36,30 @@ def function_source(udf_string: str) -> tuple[ast.FunctionDef, str] | None:
     return fn, "\n".join(lines[fn.lineno - 1 : fn.end_lineno])
 
 
+def _annotations(fn: ast.FunctionDef) -> set[int]:
+    """The ids of every node inside a type annotation of ``fn`` (its arguments, its
+    return, annotated assignments): the file we write never evaluates them."""
+    roots: list[ast.AST] = [fn.returns] if fn.returns else []
+    for node in ast.walk(fn):
+        if isinstance(node, ast.arg | ast.AnnAssign) and node.annotation is not None:
+            roots.append(node.annotation)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node is not fn:
+            roots.extend([node.returns] if node.returns else [])
+    return {id(n) for root in roots for n in ast.walk(root)}
+
+
 def free_names(fn: ast.FunctionDef) -> set[str]:
-    """Names read by ``fn`` (not its decorators) that it neither binds nor gets from
-    builtins."""
+    """Names read by ``fn`` (not its decorators, not its type annotations) that it
+    neither binds nor gets from builtins.
+
+    Annotations are left out because the generated ``features.py`` starts with
+    ``from __future__ import annotations``: a Feast python-mode function annotated
+    ``dict[str, Any]`` runs there without ``typing`` in scope."""
     bound = {a.arg for a in [*fn.args.args, *fn.args.kwonlyargs, *fn.args.posonlyargs]}
     loads: set[str] = set()
-    parts: list[ast.AST] = [*fn.body, fn.args] + ([fn.returns] if fn.returns else [])
-    for node in (n for part in parts for n in ast.walk(part)):
+    skip = _annotations(fn)
+    parts: list[ast.AST] = [*fn.body, fn.args]
+    for node in (n for part in parts for n in ast.walk(part) if id(n) not in skip):
         if isinstance(node, ast.Name):
             (loads if isinstance(node.ctx, ast.Load) else bound).add(node.id)
         elif isinstance(node, ast.arg):
