@@ -86,6 +86,14 @@ class PolicyConfig(BaseModel):
     anonymous: str | None = Field(
         default=None, description="Principal of a call that presents no key or name."
     )
+    allowed_source_roots: list[str] = Field(
+        default_factory=list,
+        description="Path or URI prefixes batch sources must live under (`featurestore check`).",
+    )
+    offline_retention: dict[str, str] = Field(
+        default_factory=dict,
+        description="View -> how long its offline rows are kept (`featurestore retention apply`).",
+    )
 
 
 class Policy:

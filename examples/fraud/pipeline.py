@@ -1,9 +1,13 @@
 """The fraud example's steps, each a function over a ``FeatureStore``.
 
 ``run_all`` chains them: generate data -> apply -> backfill -> training datasets
-(with and without the windowed features) -> two models and their held-out AUC ->
-materialize -> score incoming transactions from online features, logged -> skew
-audit of what was served.
+(with and without the windowed features) -> two models and their held-out AUC, the
+first saved for serving -> materialize -> the feature server (logging on) and the
+scoring app (``serve.py``) as processes, incoming transactions scored through
+``POST /score`` -> skew audit of what the feature server logged.
+
+``score_online`` is the same scoring in process, without HTTP: the CI test checks
+that both give the same probabilities.
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ import numpy as np
 import polars as pl
 
 from examples.fraud.datagen import START, Generated, generate
+from examples.fraud.live import score_over_http, serving
+from examples.fraud.serve import ModelBundle
 from featurestore import FeatureStore
 
 TEMPLATE = Path(__file__).resolve().parent / "repo"
 SPINE_COLUMNS = ["transaction_id", "card_id", "merchant_id", "amount", "is_fraud"]
 TRAIN_DAYS = 21  # train on the first three weeks, test on the rest
+MODEL_FILE = "fraud_model.joblib"  # in the repo folder (--out): what serve.py loads
 
 
 @dataclass
@@ -37,6 +44,8 @@ class Result:
     baseline_features: list[str]
     scored: pl.DataFrame
     audit: dict[str, Any]
+    model_path: Path
+    serve_at: datetime
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -132,7 +141,8 @@ def score_online(
     request_time: datetime,
 ) -> pl.DataFrame:
     """Score ``incoming`` transactions (card_id, merchant_id, amount) from the
-    online store: the model reads the same features, by name, as in training."""
+    online store in this process: the model reads the same features, by name, as in
+    training. ``serve.py`` does the same over HTTP."""
     response = store.get_online_features(
         {
             "card_id": incoming["card_id"].to_list(),
@@ -186,7 +196,8 @@ def run_all(
     data = generate(rows, seed=seed)
     tx = data.transactions
     prepare_repo(workdir, data)
-    step(f"generated {tx.height:,} transactions ({tx['is_fraud'].mean():.2%} fraud)")
+    fraud_rate = float(tx.select(pl.col("is_fraud").mean()).item() or 0.0)
+    step(f"generated {tx.height:,} transactions ({fraud_rate:.2%} fraud)")
 
     store = FeatureStore(workdir)
     try:
@@ -201,28 +212,39 @@ def run_all(
         baseline_columns = feature_columns(frames["fraud_baseline"])
         model, auc = fit_and_score(frames["fraud_model"], columns, seed=seed)
         _, baseline_auc = fit_and_score(frames["fraud_baseline"], baseline_columns, seed=seed)
-        step(f"models: AUC {auc:.4f} with windows, {baseline_auc:.4f} without")
+        model_path = ModelBundle(model, columns, "fraud_model", auc).save(workdir / MODEL_FILE)
+        step(f"models: AUC {auc:.4f} with windows, {baseline_auc:.4f} without; saved {model_path}")
 
         serve_at, incoming = replay_point(frames["fraud_model"], tx, score=score)
         store.materialize(end=serve_at)
-        store.enable_feature_logging()
-        scored = score_online(store, model, columns, incoming, request_time=serve_at)
-        assert store.feature_logger is not None
-        store.feature_logger.flush()
-        step(f"materialize up to {serve_at:%Y-%m-%d %H:%M}, score {scored.height} online (logged)")
+        step(f"materialize up to {serve_at:%Y-%m-%d %H:%M}")
+    finally:
+        store.close()  # the feature server opens the repo next
 
+    with serving(workdir, model_path) as served:
+        step(
+            f"feature server (logging on) on :{served.feature_port}, scoring app on "
+            f":{served.score_port}"
+        )
+        scored = score_over_http(served.score_port, incoming, request_time=serve_at)
+    step(f"scored {scored.height} transactions through POST /score; both servers stopped")
+
+    store = FeatureStore(workdir)
+    try:
         audited = audit(store)
-        step(f"skew audit: {'PASS' if audited['passed'] else 'FAIL'}")
+        step(f"skew audit of the feature server's log: {'PASS' if audited['passed'] else 'FAIL'}")
     finally:
         store.close()
     return Result(
         rows=tx.height,
-        fraud_rate=float(tx["is_fraud"].mean() or 0.0),
+        fraud_rate=fraud_rate,
         auc=auc,
         baseline_auc=baseline_auc,
         features=columns,
         baseline_features=baseline_columns,
         scored=scored,
         audit=audited,
+        model_path=model_path,
+        serve_at=serve_at,
         seconds=seconds,
     )

@@ -5,8 +5,10 @@
 
 It writes a feature repo with generated data to ``--out`` (default ``fraud-demo``),
 then applies, backfills, builds training datasets, trains two models (with and
-without the windowed features), materializes, scores incoming transactions from the
-online store with feature logging on, and runs the skew audit.
+without the windowed features) and saves the first, materializes, starts
+``featurestore serve`` (feature logging on) and the scoring app (``serve.py``) on
+free loopback ports, scores incoming transactions through ``POST /score``, stops
+both, and runs the skew audit over what the feature server logged.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"transactions: {result.rows:,}, fraud rate {result.fraud_rate:.2%}")
     print(f"held-out AUC with windowed features: {result.auc:.4f}")
     print(f"held-out AUC without (baseline):     {result.baseline_auc:.4f}")
-    print("scored from the online store:")
+    print(f"model saved to {result.model_path}; scored through POST /score:")
     print(result.scored)
     print(f"skew audit: {result.audit}")
     return 0 if result.audit["passed"] else 5

@@ -18,7 +18,6 @@ task read the whole range, and P tasks cost P times the local scan.
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,13 +25,12 @@ from functools import partial
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
-from deltalake import DeltaTable
 
 from featurestore.engines.executor import Executor, partition_ids
 from featurestore.engines.executor.partition import ROW, split_with_ids
+from featurestore.engines.executor.slices import date_cuts
 from featurestore.stores.offline.delta import DeltaOfflineStore
-from featurestore.stores.offline.spec import EVENT_DATE, OfflineTableSpec
+from featurestore.stores.offline.spec import OfflineTableSpec
 
 DAY_US = 86_400_000_000
 Joined = tuple[pl.DataFrame, dict[str, int | None], dict[str, str]]
@@ -88,45 +86,16 @@ def _reduce(
 
 
 def _date_cuts(offline: DeltaOfflineStore, read: ViewRead, slices: int) -> list[int]:
-    """Midnights (UTC microseconds) cutting the view's dates in range into at most
-    ``slices`` groups of about equal row counts, from the pinned version's log."""
-    table = DeltaTable(
-        offline.table_uri(read.spec.name),
-        version=read.version,
-        storage_options=offline.storage_options,
+    """Midnights cutting the view's dates in range into at most ``slices`` groups of
+    about equal row counts (the one rule materialize's slices use too)."""
+    return date_cuts(
+        offline,
+        read.spec,
+        read.version,
+        start_us=read.start_us,
+        end_us=read.end_us,
+        slices=slices,
     )
-    actions = pl.DataFrame(pa.table(table.get_add_actions(flatten=True)))
-    if actions.is_empty() or slices < 2:
-        return []
-    per_date = (
-        actions.select(
-            pl.col(f"partition.{EVENT_DATE}").cast(pl.Date).alias("d"),
-            pl.col("num_records").cast(pl.Int64).fill_null(1).alias("n"),
-        )
-        .group_by("d")
-        .agg(pl.col("n").sum())
-        .drop_nulls("d")
-        .sort("d")
-    )
-    epoch = dt.date(1970, 1, 1)
-    midnight = [(d - epoch).days * DAY_US for d in per_date["d"].to_list()]
-    keep = [
-        i
-        for i, m in enumerate(midnight)
-        if (read.end_us is None or m < read.end_us)
-        and (read.start_us is None or m + DAY_US > read.start_us)
-    ]
-    if len(keep) < 2:
-        return []
-    counts = per_date["n"].to_list()
-    total = sum(counts[i] for i in keep)
-    cuts: list[int] = []
-    seen = 0
-    for i in keep[:-1]:
-        seen += counts[i]
-        if seen >= total * (len(cuts) + 1) / slices and len(cuts) < slices - 1:
-            cuts.append(midnight[i] + DAY_US)
-    return cuts
 
 
 def join_partitioned(

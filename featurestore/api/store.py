@@ -53,9 +53,10 @@ class FeatureStore:
         registry_version: int | None = None,
         executor: Executor | None = None,
     ) -> None:
-        """``executor`` runs batch jobs (training datasets) per key partition; default:
-        the ``[engine]`` section's (none for the default local engine: one process,
-        unpartitioned). ``featurestore.engines.executor.make_executor`` builds one."""
+        """``executor`` runs batch jobs (training datasets, materialize, backfill's
+        source reads) per partition; default: the ``[engine]`` section's (none for the
+        default local engine: one process, unpartitioned).
+        ``featurestore.engines.executor.make_executor`` builds one."""
         self.settings: Settings = load_settings(repo)
         self._executor = executor
         self._owns_executor = False
@@ -188,12 +189,17 @@ class FeatureStore:
     def online(self) -> OnlineStore:
         from featurestore.stores.online import open_online_store
 
+        return open_online_store(self._online_url())
+
+    def _online_url(self) -> str:
+        """The online store's URL with the configured timeout (batch tasks on another
+        process open the store from it)."""
         url = self.settings.online_url
         redis_schemes = ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
         if url.startswith(redis_schemes) and "timeout_s=" not in url:
             timeout = self.settings.config.online_store.timeout_seconds
             url += ("&" if "?" in url else "?") + f"timeout_s={timeout}"
-        return open_online_store(url)
+        return url
 
     @cached_property
     def _lookups(self) -> LookupCache:
@@ -231,6 +237,7 @@ class FeatureStore:
                 end_us=None if end is None else to_us(end, what="end"),
                 mode=mode,
                 progress=progress,
+                executor=self.executor,
             )
             for v in self._views(views, index)
         ]
@@ -308,6 +315,8 @@ class FeatureStore:
                     end_us=end_us,
                     progress=progress,
                     retention=retention,
+                    executor=self.executor,
+                    online_url=self._online_url(),
                 )
             )
             if pinned and self.offline.exists(view.name):

@@ -8,7 +8,7 @@ offline table to materialize, they stop with the command to run first.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,12 +18,16 @@ from featurestore.cli._common import (
     RepoOpt,
     console,
     err_console,
-    open_store,
     parse_time,
     print_json,
     registered_views,
 )
+from featurestore.cli._engine import EngineOpt, PartitionsOpt, RayAddressOpt, engine_store
 from featurestore.errors import RequestError
+
+if TYPE_CHECKING:
+    from featurestore.api.store import FeatureStore
+    from featurestore.materialize import MaterializeReport
 
 StartOpt = Annotated[
     str | None,
@@ -44,18 +48,26 @@ def backfill(
             "--end", help="Only events before this ISO time with zone; default: all the data."
         ),
     ] = None,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
+    partitions: PartitionsOpt = None,
     repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
-    """Read batch sources, apply row transforms, write the offline Delta tables."""
+    """Read batch sources, apply row transforms, write the offline Delta tables.
+
+    With --engine ray the sources are read and transformed by Ray tasks, one chunk of
+    dates each; every chunk is still committed by this process, in order."""
     from featurestore.compile.sources import read_source_schema
 
     start, end = parse_time(start, option="--start"), parse_time(end, option="--end")
-    store = open_store(repo)
-    _, chosen = registered_views(store, views, command="backfill")
-    for view in chosen:  # a missing or corrupt source: one error naming it, before any work
-        read_source_schema(view.source.batch, repo=store.repo)
-    reports = store.backfill([v.name for v in chosen], start=start, end=end, progress=not as_json)
+    with engine_store(repo, engine, ray_address, partitions) as store:
+        _, chosen = registered_views(store, views, command="backfill")
+        for view in chosen:  # a missing or corrupt source: one error naming it, before any work
+            read_source_schema(view.source.batch, repo=store.repo)
+        reports = store.backfill(
+            [v.name for v in chosen], start=start, end=end, progress=not as_json
+        )
     # -- output -----------------------------------------------------------------
     if as_json:
         print_json([r.__dict__ for r in reports])
@@ -83,14 +95,30 @@ def materialize(
     lookback: Annotated[
         str, typer.Option(help="With --incremental: re-read this much before the watermark.")
     ] = "1h",
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
+    partitions: PartitionsOpt = None,
     repo: RepoOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
     """Load the latest offline values per entity into the online store."""
+    start, end = parse_time(start, option="--start"), parse_time(end, option="--end")
+    with engine_store(repo, engine, ray_address, partitions) as store:
+        reports = _materialize(store, views, start, end, incremental, lookback, as_json)
+    _print_materialized(reports, as_json=as_json)
+
+
+def _materialize(
+    store: FeatureStore,
+    views: list[str] | None,
+    start: str | None,
+    end: str | None,
+    incremental: bool,
+    lookback: str,
+    as_json: bool,
+) -> list[MaterializeReport]:
     from featurestore._time import now_us
 
-    start, end = parse_time(start, option="--start"), parse_time(end, option="--end")
-    store = open_store(repo)
     _, chosen = registered_views(store, views, command="materialize")
     online = [v for v in chosen if v.online]
     if not online:
@@ -109,13 +137,15 @@ def materialize(
         )
     names = [v.name for v in online]
     if incremental:
-        reports = store.materialize_incremental(
+        return store.materialize_incremental(
             names, end=end, lookback=lookback, progress=not as_json
         )
-    else:
-        reports = store.materialize(
-            names, start=start, end=end if end is not None else now_us(), progress=not as_json
-        )
+    return store.materialize(
+        names, start=start, end=end if end is not None else now_us(), progress=not as_json
+    )
+
+
+def _print_materialized(reports: list[MaterializeReport], *, as_json: bool) -> None:
     if as_json:
         print_json([{**r.__dict__, "hint": r.hint} for r in reports])
         return

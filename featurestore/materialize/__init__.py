@@ -1,7 +1,8 @@
 """Batch engine -> offline store (backfill) -> online store (materialization).
 
-Modules, lowest first: ``report`` (``MaterializeReport``), ``aggregates`` (aggregated
-views), ``online`` (``materialize_view``, which hands aggregated views to
+Modules, lowest first: ``report`` (``MaterializeReport``), ``partitioned`` (the work
+cut by key for an executor: Ray tasks that write their own entities), ``aggregates``
+(aggregated views), ``online`` (``materialize_view``, which hands aggregated views to
 ``aggregates``), ``backfill`` (source -> Delta, on its own).
 """
 

@@ -8,7 +8,9 @@ as it is. The body::
      "rows": {"driver_id": [1, 2], "event_ts": ["2024-05-01T12:00:00Z", ...], ...}}
 
 ``rows`` may also be a list of objects. Errors are the server's (``errors.py``):
-401/403 for keys, 413 past ``push_max_rows`` or ``push_max_body_bytes``, 422 naming
+401/403 for keys (with a ``[policy]``, 403 too unless the key's principal has the
+``push`` action and the view's strictest class), 413 past ``push_max_rows`` or
+``push_max_body_bytes``, 422 naming
 the field of a bad row (nothing is written then), 503 when a store is down (push
 again with the same ``push_id``: nothing is written twice).
 """
@@ -23,9 +25,12 @@ import orjson
 from fastapi import Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from featurestore._classification import strictest
+from featurestore._policy import AccessDenied
 from featurestore.api.store import FeatureStore
+from featurestore.compile.classification import classes_of, default_of
 from featurestore.errors import RequestError
-from featurestore.server.auth import Authenticator, PushPermissions
+from featurestore.server.auth import Authenticator, PushPermissions, forbidden, principal_of
 from featurestore.server.errors import (
     PayloadTooLarge,
     RequestTimeout,
@@ -117,7 +122,7 @@ class PushHandler:
             body = await self._body(request)
             view, rows, push_id = self._parse(body)
             self.permissions.check(key, view)
-            report = await asyncio.to_thread(self.store.push, view, rows, push_id=push_id)
+            report = await asyncio.to_thread(self._push, key, view, rows, push_id)
             return Response(orjson.dumps(report.to_dict()), media_type="application/json")
         except Exception as exc:
             status, out, headers = error_response(exc)
@@ -127,6 +132,24 @@ class PushHandler:
                 media_type="application/json",
                 headers={k.decode(): v.decode() for k, v in headers},
             )
+
+    def _push(self, key: bytes | None, view: str, rows: Any, push_id: str | None) -> Any:
+        self.check_policy(key, view)
+        return self.store.push(view, rows, push_id=push_id)
+
+    def check_policy(self, key: bytes | None, view: str) -> None:
+        """With a ``[policy]``: raise ``Forbidden`` (403) unless the key's principal
+        may ``push`` to ``view`` at the view's strictest class (writing a feature is
+        checked like reading its most protected one)."""
+        policy = self.store.settings.policy
+        if policy is None:
+            return
+        spec = self.store.index().view(view).spec
+        cls = strictest(classes_of(spec).values(), default_of(spec)) or default_of(spec)
+        try:
+            policy.check(principal_of(policy, key), "push", [(view, cls)])
+        except AccessDenied as exc:
+            raise forbidden(exc) from None
 
     async def _body(self, request: Request) -> bytes:
         length = request.headers.get("content-length", "")

@@ -18,9 +18,10 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from featurestore.api.online import LookupPlan, build_lookup_plan
 from featurestore.api.serving import serving_index
@@ -338,6 +339,11 @@ class GuardedStore:
 
     def delete_view(self, schema: OnlineViewSchema) -> int:
         return self.inner.delete_view(schema)
+
+    def delete_entities(
+        self, schema: OnlineViewSchema, entity_keys: Mapping[str, Sequence[Any]]
+    ) -> int:
+        return self.inner.delete_entities(schema, entity_keys)
 
     def stop(self) -> None:
         """Stop probing; the store itself stays open (its owner closes it)."""

@@ -9,7 +9,7 @@ answers for one object at a time) plus the lineage of each saved dataset
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from featurestore.compile.plan import RepoPlan
 from featurestore.ui.access import Visibility
@@ -83,8 +83,15 @@ def graph(store: FeatureStore, vis: Visibility) -> dict[str, Any]:
             detail = "aggregations" if spec["aggregations"] else "features"
             v = node(obj.kind, obj.name, "feature_view", detail)
             src = spec["source"]["name"]
-            kind = "kafka_source" if plan.get("kafka_source", src) else "batch_source"
-            edge(node(kind, src, "source", kind.replace("_", " ")), v)
+            src_kind: Literal["kafka_source", "batch_source"] = (
+                "kafka_source" if spec["source"]["type"] == "kafka" else "batch_source"
+            )
+            # a source defined inline in the view is no registered object: its box
+            # opens the view, which shows it
+            inline = plan.get(src_kind, src) is None
+            detail = src_kind.replace("_", " ") + (" (inline)" if inline else "")
+            url = object_url(obj.kind, obj.name) if inline else ""
+            edge(node(src_kind, src, "source", detail, url=url), v)
     for obj in visible:
         if obj.kind == "on_demand_feature_view":
             v = node(obj.kind, obj.name, "on_demand_feature_view", "on demand")

@@ -16,7 +16,7 @@ read here, each bounded:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from featurestore._time import format_duration_us, from_us, now_us
 from featurestore.api.catalog import describe, find, offline_table
@@ -68,6 +68,7 @@ def view_page(
             for t in spec["transform"].get("exprs", [])
         ]
         return info
+    info["source_url"], info["inline_source"] = source_link(store, spec["source"])
     info["ttl"] = "no TTL" if spec["ttl_us"] is None else format_duration_us(spec["ttl_us"])
     info["transforms"] = [{"name": t["name"], "expr": t["expr"]["repr"]} for t in spec["transform"]]
     info["aggregations"] = [
@@ -82,6 +83,18 @@ def view_page(
     info["freshness"] = freshness_of(store, view, offline=info["offline"])
     info["chart"] = chart(store, view, info["offline"], feature=feature)
     return info
+
+
+def source_link(store: FeatureStore, source: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The page of a view's source, or (None, "KIND NAME") for a source defined inline
+    in the view: not a registered object, it has no page of its own."""
+    kind: Literal["kafka_source", "batch_source"] = (
+        "kafka_source" if source["type"] == "kafka" else "batch_source"
+    )
+    _, plan = head_plan(store)
+    if plan.get(kind, source["name"]) is None:
+        return None, f"{kind} {source['name']}"
+    return f"/ui/objects/{kind}/{source['name']}", None
 
 
 def _newest_keys(store: FeatureStore, view: FeatureViewPlan, newest: Any) -> pl.DataFrame:

@@ -2,18 +2,16 @@
 ``featurestore ui`` on the quickstart repo. Every page loads at a laptop and a phone
 size without console errors or requests leaving 127.0.0.1; a user clicks from the
 catalog to a view, its lineage, a service and a saved dataset, and searches.
-Screenshots go to the test's tmp dir (printed with -s)."""
+Screenshots go to ``ui-screenshots/`` (see ui_browser.py)."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
 
-from tests.fixtures.services import service_unavailable
+from tests.integration.ui_browser import chromium, new_page, screenshot_dir, shot
 from tests.integration.ui_servers import DATASET, laptop_ui, ui_repo
 
 PAGES = [
@@ -28,24 +26,13 @@ PAGES = [
     "/ui/freshness",
     "/ui/skew",
 ]
-SIZES = {"laptop": (1280, 800), "phone": (390, 844)}
+SIZES = ("laptop", "phone")
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    executable = shutil.which("chromium")
-    if executable is None:
-        service_unavailable("no chromium binary (apt-get install -y chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        service_unavailable("playwright is not installed (pip install playwright)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture(scope="module")
@@ -55,32 +42,10 @@ def base(tmp_path_factory) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-class Watch:
-    """Console errors, failed requests and every host a page asked for."""
-
-    def __init__(self, page: Any) -> None:
-        self.errors: list[str] = []
-        self.hosts: set[str] = set()
-        page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-        page.on("requestfailed", lambda r: self.errors.append(f"failed: {r.url}"))
-        page.on("request", lambda r: self.hosts.add(urlparse(r.url).hostname or r.url))
-
-    def check(self) -> None:
-        assert self.errors == []
-        assert self.hosts <= {"127.0.0.1"}, self.hosts
-
-
-def _new_page(browser: Any, size: str) -> tuple[Any, Watch]:
-    width, height = SIZES[size]
-    page = browser.new_page(viewport={"width": width, "height": height})
-    return page, Watch(page)
-
-
-@pytest.mark.parametrize("size", list(SIZES))
-def test_every_page_loads_cleanly_and_fits(browser, base, size, tmp_path_factory):
-    shots = tmp_path_factory.mktemp(f"screenshots-{size}")
-    page, watch = _new_page(browser, size)
+@pytest.mark.parametrize("size", SIZES)
+def test_every_page_loads_cleanly_and_fits(browser, base, size):
+    shots = screenshot_dir(f"quickstart-{size}")
+    page, watch = new_page(browser, size)
     try:
         for path in PAGES:
             response = page.goto(base + path)
@@ -89,8 +54,7 @@ def test_every_page_loads_cleanly_and_fits(browser, base, size, tmp_path_factory
             # nothing wider than the screen but the parts meant to scroll sideways
             overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, (path, overflow)
-            name = path.strip("/").replace("/", "_") or "catalog"
-            page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+            shot(page, shots, path)
         watch.check()
     finally:
         page.close()
@@ -99,7 +63,7 @@ def test_every_page_loads_cleanly_and_fits(browser, base, size, tmp_path_factory
 
 
 def test_click_from_catalog_to_view_lineage_service_and_dataset(browser, base):
-    page, watch = _new_page(browser, "laptop")
+    page, watch = new_page(browser, "laptop")
     try:
         page.goto(base + "/ui/")
         page.get_by_role("link", name="driver_hourly_stats", exact=True).first.click()
@@ -123,7 +87,7 @@ def test_click_from_catalog_to_view_lineage_service_and_dataset(browser, base):
 
 
 def test_search_filters_as_you_type_and_searches_on_enter(browser, base):
-    page, watch = _new_page(browser, "phone")
+    page, watch = new_page(browser, "phone")
     try:
         page.goto(base + "/ui/")
         box = page.locator("#search")

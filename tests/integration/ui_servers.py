@@ -3,7 +3,9 @@
 The quickstart repo (applied, backfilled, materialized, with one saved dataset) is
 served twice: by ``featurestore serve`` with API keys (the UI mounted at /ui) and by
 ``featurestore ui`` (laptop mode, no keys). Keys: ``k-all`` may use every service,
-``k-other`` every one but ``driver_windows_service``.
+``k-other`` every one but ``driver_windows_service``. ``rideshare_repo`` is
+examples/rideshare (a Kafka source with a Delta history, aggregations, on-demand)
+with generated data ending now, applied, backfilled and materialized.
 """
 
 from __future__ import annotations
@@ -11,15 +13,18 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+from deltalake import write_deltalake
 
 from featurestore.api.store import FeatureStore
 from tests.fixtures.services import free_port
@@ -30,6 +35,7 @@ KEYS = {
     "FEATURESTORE_SERVICE_KEYS": json.dumps({"driver_windows_service": ["k-all"]}),
 }
 DATASET = "ranking_train"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,43 @@ def ui_repo(root: Path) -> Path:
         spine = pl.read_parquet(repo / "data" / "spine.parquet")
         dataset = store.get_training_dataset(spine, feature_service="driver_ranking")
         store.save_dataset(dataset, DATASET, entity_df=spine)
+    finally:
+        store.close()
+    return repo
+
+
+def rideshare_repo(root: Path) -> Path:
+    """examples/rideshare with a trips history (Delta) and rider profiles ending now."""
+    repo = root / "rideshare"
+    shutil.copytree(EXAMPLES / "rideshare", repo, ignore=shutil.ignore_patterns("__pycache__"))
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    n = 300
+    stamps = [now - timedelta(minutes=37 * i) for i in range(n)]
+    trips = pl.DataFrame(
+        {
+            "driver_id": [1001 + i % 5 for i in range(n)],
+            "rider_id": [f"r{i % 7}" for i in range(n)],
+            "fare": [5.0 + i % 11 for i in range(n)],
+            "distance_km": [1.0 + i % 4 for i in range(n)],
+            "event_ts": stamps,
+            "created_ts": stamps,
+        }
+    )
+    (repo / "data").mkdir()
+    write_deltalake(str(repo / "data" / "trips"), trips.to_arrow())
+    pl.DataFrame(
+        {
+            "rider_id": [f"r{i}" for i in range(7)],
+            "rating": [4.0 + i / 10 for i in range(7)],
+            "home_city": ["Lyon", "Porto", "Turin", "Ghent", "Graz", "Brno", "Cork"],
+            "updated_at": [now - timedelta(days=1)] * 7,
+        }
+    ).write_parquet(repo / "data" / "riders.parquet")
+    store = FeatureStore(repo)
+    try:
+        store.apply()
+        store.backfill()
+        store.materialize(end=now)
     finally:
         store.close()
     return repo

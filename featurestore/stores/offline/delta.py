@@ -287,6 +287,20 @@ class DeltaOfflineStore:
                 full=True,
             )
 
+    def delete_rows(self, name: str, predicate: str) -> int:
+        """Delete the rows matching ``predicate`` (a SQL boolean expression over the
+        table's columns, e.g. ``"user_id IN (1, 2)"``) in one commit; returns how many
+        were deleted. Nothing matches: no commit, 0. Older versions keep the rows until
+        :meth:`vacuum` removes their files."""
+        table = self._open_required(name, None)
+
+        def attempt() -> int:
+            table.update_incremental()
+            return int(table.delete(predicate)["num_deleted_rows"])
+
+        with self._errors(name, "deleting rows"):
+            return self._with_retries(name, attempt)
+
     # ------------------------------------------------------------------ internals
 
     def _open(self, name: str, version: int | None = None) -> DeltaTable | None:

@@ -348,6 +348,14 @@ class OnlineStore(Protocol):
         """Remove every record of this schema (this schema_id only); returns the count."""
         ...
 
+    def delete_entities(
+        self, schema: OnlineViewSchema, entity_keys: Mapping[str, Sequence[Any]]
+    ) -> int:
+        """Remove the records of these entities (``entity_keys``: a column per join
+        key, as in ``ReadRequest``) under this schema only; returns how many existed.
+        Entities without a record count nothing, so a repeated call deletes 0."""
+        ...
+
     def ping(self) -> None:
         """Raise ``OnlineStoreUnavailable`` when the store cannot be reached."""
         ...

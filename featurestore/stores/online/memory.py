@@ -8,7 +8,8 @@ the real backends. Not shared between processes.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from featurestore._time import now_us
 from featurestore.stores.online.base import (
@@ -90,6 +91,18 @@ class MemoryOnlineStore:
             for k in doomed:
                 del self._records[k]
         return len(doomed)
+
+    def delete_entities(
+        self, schema: OnlineViewSchema, entity_keys: Mapping[str, Sequence[Any]]
+    ) -> int:
+        entities = codec_for(schema).entities_for(ReadRequest(schema, entity_keys))
+        scope = schema.scope
+        deleted = 0
+        with self._lock:
+            for entity in set(entities):
+                if entity is not None and self._records.pop((scope, entity), None) is not None:
+                    deleted += 1
+        return deleted
 
     def ping(self) -> None:
         return None

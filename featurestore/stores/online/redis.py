@@ -15,7 +15,7 @@ single Redis (or a proxy), not Redis Cluster.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, cast
@@ -189,6 +189,20 @@ class RedisOnlineStore:
                     batch = []
             if batch:
                 deleted += self._client.unlink(*batch)
+        return deleted
+
+    def delete_entities(
+        self, schema: OnlineViewSchema, entity_keys: Mapping[str, Sequence[Any]]
+    ) -> int:
+        codec = codec_for(schema)
+        found = codec.entities_for(
+            ReadRequest(schema, entity_keys), prefix=codec.key_prefix, suffix=codec.key_suffix
+        )
+        keys = sorted({k for k in found if k is not None})
+        deleted = 0
+        with self._errors("delete_entities", schema):
+            for start in range(0, len(keys), 1000):
+                deleted += int(self._client.unlink(*keys[start : start + 1000]))
         return deleted
 
     def ping(self) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from functools import partial
@@ -287,6 +287,21 @@ class RedisClusterOnlineStore:
                     deleted += _unlink(client, batch)
                 except BaseException as exc:
                     raise self._node_error(node, exc) from exc
+        return deleted
+
+    def delete_entities(
+        self, schema: OnlineViewSchema, entity_keys: Mapping[str, Sequence[Any]]
+    ) -> int:
+        codec = codec_for(schema)
+        found = codec.entities_for(
+            ReadRequest(schema, entity_keys), prefix=codec.key_prefix, suffix=codec.key_suffix
+        )
+        keys = sorted({k for k in found if k is not None})
+        deleted = 0
+        with self._errors("delete_entities", schema):
+            cluster = self._cluster()
+            for start in range(0, len(keys), 1000):
+                deleted += int(cluster.unlink(*keys[start : start + 1000]))
         return deleted
 
     def ping(self) -> None:

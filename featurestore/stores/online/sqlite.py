@@ -11,9 +11,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from featurestore._time import now_us
 from featurestore.errors import OnlineStoreError, OnlineStoreUnavailable
@@ -173,6 +174,20 @@ class SqliteOnlineStore:
         with self._errors("delete_view", schema), self._lock:
             cur = self._conn.execute(f"DELETE FROM {TABLE} WHERE scope = ?", (schema.scope,))
             return cur.rowcount
+
+    def delete_entities(
+        self, schema: OnlineViewSchema, entity_keys: Mapping[str, Sequence[Any]]
+    ) -> int:
+        entities = codec_for(schema).entities_for(ReadRequest(schema, entity_keys))
+        wanted = sorted({e for e in entities if e is not None})
+        deleted = 0
+        with self._errors("delete_entities", schema), self._lock:
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start : start + _IN_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                sql = f"DELETE FROM {TABLE} WHERE scope = ? AND entity IN ({marks})"
+                deleted += self._conn.execute(sql, [schema.scope, *chunk]).rowcount
+        return deleted
 
     def ping(self) -> None:
         with self._errors("ping"), self._lock:

@@ -287,6 +287,27 @@ class OnlineStoreContract:
         for schema in (a2, b, other):
             assert read_one(store, schema, {"id": [1, 24]}).features["x"] == [1, 24]
 
+    def test_delete_entities_removes_only_those_entities_of_that_schema(
+        self, store: OnlineStore
+    ) -> None:
+        a = schema_for({"x": "int64"}, view="a")
+        b = schema_for({"x": "int64"}, view="b")
+        rows = [{"id": i, "x": i} for i in range(25)]
+        for schema in (a, b):
+            store.write(schema, batch_of(schema, rows))
+        assert store.delete_entities(a, {"id": [3, 7, 7, 99]}) == 2
+        assert store.delete_entities(a, {"id": [3, 7]}) == 0  # idempotent
+        got = read_one(store, a, {"id": list(range(25))})
+        assert [i for i, ev in enumerate(got.event_ts) if ev is None] == [3, 7]
+        assert read_one(store, b, {"id": [3, 7]}).features["x"] == [3, 7]
+        composite = schema_for({"x": "int64"}, view="c", keys={"u": "string", "n": "int64"})
+        store.write(
+            composite,
+            batch_of(composite, [{"u": "a", "n": 1, "x": 1}, {"u": "a", "n": 2, "x": 2}]),
+        )
+        assert store.delete_entities(composite, {"u": ["a"], "n": [2]}) == 1
+        assert read_one(store, composite, {"u": ["a", "a"], "n": [1, 2]}).features["x"] == [1, None]
+
     def test_composite_and_typed_keys_never_collide(self, store: OnlineStore) -> None:
         keys = {"a": "string", "b": "string", "n": "int64"}
         schema = schema_for({"x": "int64"}, keys=keys)
