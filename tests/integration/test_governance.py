@@ -156,3 +156,21 @@ def test_the_python_api_enforces_the_policy_and_logs_pii_reads(tmp_path, monkeyp
     assert rows.height == 1
     row = rows.row(0, named=True)
     assert row["principal"] == "ranker" and row["entities"] == 3 and row["action"] == "online"
+
+
+def test_dataset_create_checks_the_principal(tmp_path):
+    repo = _repo(tmp_path)
+    store = FeatureStore(repo)
+    store.apply()
+    store.backfill()
+    store.close()
+    spine = str(repo / "data" / "spine.parquet")
+    base = ["dataset", "create", "--repo", str(repo), "--entities", spine]
+    pii = ["--feature", "driver_hourly_stats:conv_rate"]
+    denied = CliRunner().invoke(cli, [*base, *pii, "--principal", "analyst", "--json"])
+    assert denied.exit_code == 1, denied.output
+    assert "driver_hourly_stats:conv_rate" in denied.output and "pii" in denied.output
+    ok = CliRunner().invoke(
+        cli, [*base, "--feature", "driver_hourly_stats:acc_rate", "--principal", "analyst"]
+    )
+    assert ok.exit_code == 0, ok.output

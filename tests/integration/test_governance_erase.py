@@ -125,3 +125,56 @@ def test_erase_cli_writes_a_hashed_report_and_vacuums(tmp_path):
         reopened.offline.read_table("driver_hourly_stats", version=deleted_at - 1).collect()
     bad = CliRunner().invoke(cli, ["erase", "--repo", repo, "--entity", "rider=1"])
     assert bad.exit_code == 1 and "driver_id" in bad.output
+
+
+def test_an_erasure_killed_midway_and_run_again_converges(tmp_path):
+    """SIGKILL right after the first table's DELETE commit: that table is erased, the
+    others are not yet; a re-run finishes the job and the end state is the same as
+    an erasure that was never interrupted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    store = _built(tmp_path)
+    before = _state(store)
+    repo = str(store.repo)
+    store.close()
+    log_dir = store.offline.table_uri(VIEWS[0]) + "/_delta_log"
+    commits = {p for p in os.listdir(log_dir) if p.endswith(".json")}
+    script = (
+        "import sys\n"
+        "from featurestore.api.store import FeatureStore\n"
+        "from featurestore.api.erase import erase\n"
+        "print('ready', flush=True)\n"
+        f"erase(FeatureStore({repo!r}), {{'driver_id': {[str(i) for i in GONE]!r}}})\n"
+        "print('done', flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if {p for p in os.listdir(log_dir) if p.endswith(".json")} - commits:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.001)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the erasure finished before it could be killed"
+
+    reopened = FeatureStore(repo)
+    try:
+        midway = _state(reopened)
+        assert midway[VIEWS[0]][0] == 0  # the first table was erased
+        assert any(gone for gone, _, _ in midway.values())  # and some were not yet
+        report = erase(reopened, {"driver_id": GONE})
+        assert report.total > 0
+        after = _state(reopened)
+        for name, (gone, rest, digest) in after.items():
+            assert gone == 0, name
+            assert (rest, digest) == before[name][1:], name
+        for view in VIEWS:
+            assert _online(reopened, view, GONE) == [None] * 3
+        assert erase(reopened, {"driver_id": GONE}).total == 0
+    finally:
+        reopened.close()
