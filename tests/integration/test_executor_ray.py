@@ -47,6 +47,7 @@ def ray_executor() -> Iterator[object]:
     if "NUMBA_CACHE_DIR" in os.environ:
         env["NUMBA_CACHE_DIR"] = os.environ["NUMBA_CACHE_DIR"]
     ray.init(
+        address="local",  # always a private cluster, never one another process started
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,

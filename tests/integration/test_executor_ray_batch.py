@@ -49,7 +49,11 @@ def ray_executor() -> Iterator[object]:
     if "NUMBA_CACHE_DIR" in os.environ:
         env["NUMBA_CACHE_DIR"] = os.environ["NUMBA_CACHE_DIR"]
     ray.init(
-        num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env}
+        address="local",  # always a private cluster, never one another process started
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": env},
     )
     try:
         yield RayExecutor(partitions=4, max_retries=2)

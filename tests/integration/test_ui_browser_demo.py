@@ -151,7 +151,9 @@ def _corrupt_online_value(store: FeatureStore, driver: int) -> float:
     view = store.serving_index().view("driver_hourly_stats")
     schema = online_schema(store.project, view, retention=store.settings.online_retention)
     event_us = int(newest["event_ts"].dt.epoch("us")[0])
-    now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
+    # later than the stored row's created time, which the sample data may put after now
+    stored_created = int(newest["created_ts"].dt.epoch("us")[0])
+    now_us = max(int(datetime.now(UTC).timestamp() * 1_000_000), stored_created + 1)
     features = {f: newest[f].to_list() for f in schema.features}
     features["conv_rate"] = [wrong]
     stats = store.online.write(
