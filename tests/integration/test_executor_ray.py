@@ -26,7 +26,7 @@ from featurestore import FeatureStore
 from featurestore.engines.executor import LocalExecutor
 from featurestore.engines.executor.commit import TableTarget, run_write_job
 from featurestore.errors import DataError
-from tests.fixtures.services import service_unavailable
+from tests.fixtures.ray_cluster import ray_executor_on_private_cluster
 from tests.helpers import quickstart, write_repo
 from tests.integration.test_aggregations import DEFS as AGG_DEFS
 from tests.integration.test_aggregations import T0, _events
@@ -37,26 +37,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def ray_executor() -> Iterator[object]:
-    try:
-        import ray
-    except ImportError:
-        service_unavailable("ray is not installed (pip install 'featurestore[ray]')")
-    from featurestore.engines.executor.ray import RayExecutor
-
-    env = {"PYTHONPATH": str(ROOT)}  # workers unpickle this module's task functions
-    if "NUMBA_CACHE_DIR" in os.environ:
-        env["NUMBA_CACHE_DIR"] = os.environ["NUMBA_CACHE_DIR"]
-    ray.init(
-        address="local",  # always a private cluster, never one another process started
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": env},
-    )
-    try:
-        yield RayExecutor(partitions=4, max_retries=2)
-    finally:
-        ray.shutdown()
+    with ray_executor_on_private_cluster() as executor:
+        yield executor
 
 
 @pytest.fixture(scope="module")

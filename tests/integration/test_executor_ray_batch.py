@@ -10,7 +10,6 @@ One cluster for the module, as in ``test_executor_ray.py``. Under CI=true a miss
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -28,37 +27,18 @@ from featurestore.stores.offline.delta import DeltaOfflineStore
 from featurestore.stores.online import open_online_store
 from featurestore.stores.online.base import ReadRequest
 from featurestore.stores.view_specs import offline_spec, online_schema
-from tests.fixtures.services import service_unavailable
+from tests.fixtures.ray_cluster import ray_executor_on_private_cluster
 from tests.helpers import quickstart, write_repo
 from tests.integration.test_aggregations import DEFS as AGG_DEFS
 from tests.integration.test_aggregations import T0, _events
 
-ROOT = Path(__file__).resolve().parents[2]
 KEEP_ALL = OnlineRetention.of("none", {})
 
 
 @pytest.fixture(scope="module")
 def ray_executor() -> Iterator[object]:
-    try:
-        import ray
-    except ImportError:
-        service_unavailable("ray is not installed (pip install 'featurestore[ray]')")
-    from featurestore.engines.executor.ray import RayExecutor
-
-    env = {"PYTHONPATH": str(ROOT)}
-    if "NUMBA_CACHE_DIR" in os.environ:
-        env["NUMBA_CACHE_DIR"] = os.environ["NUMBA_CACHE_DIR"]
-    ray.init(
-        address="local",  # always a private cluster, never one another process started
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": env},
-    )
-    try:
-        yield RayExecutor(partitions=4, max_retries=2)
-    finally:
-        ray.shutdown()
+    with ray_executor_on_private_cluster() as executor:
+        yield executor
 
 
 def _records(url: str, schema, keys: pl.DataFrame, *, with_created: bool) -> list[tuple]:
