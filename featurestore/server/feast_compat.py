@@ -47,6 +47,7 @@ from featurestore.server.lookup import (
     _features,
     _kind,
     _request_data,
+    json_object,
 )
 
 FEAST_PATH = "/get-online-features"
@@ -294,22 +295,7 @@ class FeastLookupHandler(LookupHandler):
 
 
 def _feast_doc(body: bytes) -> dict[str, Any]:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise RequestError(
-            "the request body is not valid JSON",
-            field="body",
-            value=str(exc),
-            hint=f"send a JSON object such as {_EXAMPLE}",
-        ) from None
-    if not isinstance(doc, dict):
-        raise RequestError(
-            "the request body must be a JSON object",
-            field="body",
-            value=type(doc).__name__,
-            hint=f"send a JSON object such as {_EXAMPLE}",
-        )
+    doc = json_object(body, example=_EXAMPLE)
     for name in doc:
         if name not in FEAST_KEYS:
             raise RequestError(

@@ -54,6 +54,28 @@ class LookupRequest:
     request_data: dict[str, list[Any]] | None = None
 
 
+def json_object(body: bytes, *, example: str) -> dict[str, Any]:
+    """The body parsed as one JSON object, or a ``RequestError`` (with ``example`` in
+    its hint): the first check of every JSON route."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(
+            "the request body is not valid JSON",
+            field="body",
+            value=str(exc),
+            hint=f"send a JSON object such as {example}",
+        ) from None
+    if not isinstance(doc, dict):
+        raise RequestError(
+            "the request body must be a JSON object",
+            field="body",
+            value=type(doc).__name__,
+            hint=f"send a JSON object such as {example}",
+        )
+    return doc
+
+
 def parse_request(
     body: bytes, *, max_entities: int, max_features: int = DEFAULT_MAX_FEATURES
 ) -> LookupRequest:
@@ -63,22 +85,7 @@ def parse_request(
     would otherwise reach the store or an on-demand transform (issue 15: depth
     1000 cost a minute of CPU on the event loop). Error values name the type, never
     echo a nested value (its repr alone may recurse too deep)."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise RequestError(
-            "the request body is not valid JSON",
-            field="body",
-            value=str(exc),
-            hint=f"send a JSON object such as {_EXAMPLE}",
-        ) from None
-    if not isinstance(doc, dict):
-        raise RequestError(
-            "the request body must be a JSON object",
-            field="body",
-            value=type(doc).__name__,
-            hint=f"send a JSON object such as {_EXAMPLE}",
-        )
+    doc = json_object(body, example=_EXAMPLE)
     for key in doc:
         if key not in KEYS:
             raise RequestError(
