@@ -52,6 +52,25 @@ except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
     _hiredis_pack = None
 
 
+def write_prepared(
+    schema: OnlineViewSchema,
+    rows: WriteBatch,
+    send: Callable[[Codec, PreparedRows], int],
+) -> WriteStats:
+    """Check and encode ``rows``, hand what is within retention to ``send`` (the
+    store's compare-and-set, returning how many it stored) and count the rest. Shared
+    by the single-node and the cluster store."""
+    codec = codec_for(schema)
+    prepared = prepare(codec, rows, now_us=now_us())
+    n = len(prepared)
+    if n == 0:
+        return WriteStats(skipped_expired=prepared.skipped_expired)
+    written = send(codec, prepared)
+    return WriteStats(
+        written=written, skipped_stale=n - written, skipped_expired=prepared.skipped_expired
+    )
+
+
 def read_by_key(
     requests: Sequence[ReadRequest], fetch: Callable[[list[bytes]], list[bytes | None]]
 ) -> list[ReadResult]:
@@ -117,16 +136,11 @@ class RedisOnlineStore:
     # -- writes
 
     def write(self, schema: OnlineViewSchema, rows: WriteBatch) -> WriteStats:
-        codec = codec_for(schema)
-        prepared = prepare(codec, rows, now_us=now_us())
-        n = len(prepared)
-        if n == 0:
-            return WriteStats(skipped_expired=prepared.skipped_expired)
-        with self._errors("write", schema):
-            written = self._send(codec, prepared)
-        return WriteStats(
-            written=written, skipped_stale=n - written, skipped_expired=prepared.skipped_expired
-        )
+        def send(codec: Codec, prepared: PreparedRows) -> int:
+            with self._errors("write", schema):
+                return self._send(codec, prepared)
+
+        return write_prepared(schema, rows, send)
 
     def _send(self, codec: Codec, prepared: PreparedRows) -> int:
         pool = self._client.connection_pool

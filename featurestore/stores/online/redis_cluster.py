@@ -48,7 +48,6 @@ from redis.exceptions import (
 from redis.retry import Retry
 
 from featurestore._redact import redact_url
-from featurestore._time import now_us
 from featurestore.errors import OnlineStoreError, OnlineStoreUnavailable
 from featurestore.stores.online.base import (
     CAP_CAS,
@@ -64,10 +63,16 @@ from featurestore.stores.online.base import (
     WriteStats,
 )
 from featurestore.stores.online.encoding import Codec, codec_for
-from featurestore.stores.online.redis import _DOWN, _glob_escape, _pack, read_by_key
+from featurestore.stores.online.redis import (
+    _DOWN,
+    _glob_escape,
+    _pack,
+    read_by_key,
+    write_prepared,
+)
 from featurestore.stores.online.redis_cas import FreshHint, send_calls
 from featurestore.stores.online.redis_slots import owners, permuted, route, slot_calls, slots_of
-from featurestore.stores.online.writes import PreparedRows, prepare
+from featurestore.stores.online.writes import PreparedRows
 
 # replies that say "this slot is elsewhere now": refresh the topology, send again
 _MOVED = (AskError, TryAgainError)
@@ -141,16 +146,11 @@ class RedisClusterOnlineStore:
     # -- writes
 
     def write(self, schema: OnlineViewSchema, rows: WriteBatch) -> WriteStats:
-        codec = codec_for(schema)
-        prepared = prepare(codec, rows, now_us=now_us())
-        n = len(prepared)
-        if n == 0:
-            return WriteStats(skipped_expired=prepared.skipped_expired)
-        with self._errors("write", schema):
-            written = self._write(codec, prepared)
-        return WriteStats(
-            written=written, skipped_stale=n - written, skipped_expired=prepared.skipped_expired
-        )
+        def send(codec: Codec, prepared: PreparedRows) -> int:
+            with self._errors("write", schema):
+                return self._write(codec, prepared)
+
+        return write_prepared(schema, rows, send)
 
     def _write(self, codec: Codec, prepared: PreparedRows) -> int:
         # MSETNX is worth a try for bulk writes only, as in redis.py
