@@ -117,9 +117,7 @@ def materialize_aggregates(
         start_us=start_us,
         end_us=end_us,
         entities=entities,
-        written=stats.written,
-        skipped_stale=stats.skipped_stale,
-        skipped_expired=stats.skipped_expired,
+        stats=stats,
         seconds=time.perf_counter() - started,
     )
 

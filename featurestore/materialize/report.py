@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from featurestore.compile.views import FeatureViewPlan
 from featurestore.config import GLOBAL_KEY, KEEP, OnlineRetention
+from featurestore.stores.online.base import WriteStats
 from featurestore.stores.view_specs import describe_retention
 
 
@@ -64,22 +65,22 @@ def report_for(
     start_us: int | None,
     end_us: int,
     entities: int = 0,
-    written: int = 0,
-    skipped_stale: int = 0,
-    skipped_expired: int = 0,
+    stats: WriteStats | None = None,
     seconds: float = 0.0,
 ) -> MaterializeReport:
-    """A report of ``view`` carrying its retention's description and setting key."""
+    """A report of ``view`` (``stats``: what its online writes did, added up) carrying
+    its retention's description and setting key."""
     policy = retention or OnlineRetention()
+    stats = stats or WriteStats()
     return MaterializeReport(
         view=view.name,
         start_us=start_us,
         end_us=end_us,
         entities=entities,
-        written=written,
-        skipped_stale=skipped_stale,
+        written=stats.written,
+        skipped_stale=stats.skipped_stale,
         seconds=seconds,
-        skipped_expired=skipped_expired,
+        skipped_expired=stats.skipped_expired,
         retention=describe_retention(view, policy),
         retention_key=policy.key_for(view.name),
     )
