@@ -54,9 +54,20 @@ def served_repo(root: Path) -> Path:
 def running_server(repo: Path, log: Path) -> Iterator[int]:
     """The port of a server process for ``repo``; stopped (SIGTERM) on exit."""
     port = free_port()
+    argv = [sys.executable, "-m", "featurestore.server", "--repo", str(repo), "--port", str(port)]
+    with running_process(argv, log, port=port, ready="/health", env=TIMEOUT_ENV):
+        yield port
+
+
+@contextmanager
+def running_process(
+    argv: list[str], log: Path, *, port: int, ready: str, env: dict[str, str] | None = None
+) -> Iterator[None]:
+    """Run ``argv`` (stderr to ``log``) until ``GET ready`` on ``port`` answers 200;
+    stop it (SIGTERM, then SIGKILL) on exit."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "featurestore.server", "--repo", str(repo), "--port", str(port)],
-        env={**os.environ, **TIMEOUT_ENV},
+        argv,
+        env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),
     )
@@ -64,19 +75,19 @@ def running_server(repo: Path, log: Path) -> Iterator[int]:
         deadline = time.monotonic() + 90
         while True:
             if proc.poll() is not None:
-                raise AssertionError(f"server exited: {log.read_text()[-3000:]}")
+                raise AssertionError(f"{argv[-5:]} exited: {log.read_text()[-3000:]}")
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                conn.request("GET", "/health")
+                conn.request("GET", ready)
                 if conn.getresponse().status == 200:
                     conn.close()
                     break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise AssertionError(f"server did not come up: {log.read_text()[-3000:]}")
+                raise AssertionError(f"{argv[-5:]} did not come up: {log.read_text()[-3000:]}")
             time.sleep(0.1)
-        yield port
+        yield
     finally:
         proc.terminate()
         try:

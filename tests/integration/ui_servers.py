@@ -14,9 +14,7 @@ import http.client
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from deltalake import write_deltalake
 
 from featurestore.api.store import FeatureStore
 from tests.fixtures.services import free_port
-from tests.integration.served import running_server, served_repo
+from tests.integration.served import running_process, running_server, served_repo
 
 KEYS = {
     "FEATURESTORE_API_KEYS": "k-all,k-other",
@@ -144,29 +142,6 @@ def laptop_ui(repo: Path, log: Path) -> Iterator[int]:
     """``featurestore ui --repo REPO --port PORT`` as a user runs it."""
     port = free_port()
     cli = Path(sys.executable).parent / "featurestore"
-    proc = subprocess.Popen(
-        [str(cli), "ui", "--repo", str(repo), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"featurestore ui exited: {log.read_text()[-3000:]}")
-            try:
-                if get(port, "/ui/static/ui.css").status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"featurestore ui did not come up: {log.read_text()[-3000:]}")
-            time.sleep(0.1)
+    argv = [str(cli), "ui", "--repo", str(repo), "--port", str(port)]
+    with running_process(argv, log, port=port, ready="/ui/static/ui.css"):
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
