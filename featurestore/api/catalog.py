@@ -276,6 +276,18 @@ def offline_table(offline: DeltaOfflineStore, name: str) -> dict[str, Any]:
     return info
 
 
+def _offline_retention(store: FeatureStore, view: str) -> str:
+    """What ``featurestore retention apply`` keeps of the view's offline rows."""
+    from featurestore.api.retention import configured
+
+    kept = configured(store.settings.policy).get(view)
+    if kept is None:
+        return "every row (no [policy.offline_retention] entry for this view)"
+    return (
+        f"rows of the last {kept} ([policy.offline_retention], by `featurestore retention apply`)"
+    )
+
+
 def _online(store: FeatureStore, obj: ObjectPlan, head: int) -> dict[str, Any]:
     spec = obj.spec
     windows = [(a["window_us"], a["hop_us"]) for a in spec["aggregations"]]
@@ -311,6 +323,7 @@ def describe(store: FeatureStore, name: str, *, group: str | None = None) -> dic
     }
     if obj.kind == "feature_view":
         out["offline"] = offline_table(store.offline, obj.name)
+        out["offline"]["retention"] = _offline_retention(store, obj.name)
         out["online"] = _online(store, obj, head)
         mark = store.registry.get_watermark(f"materialize:{obj.name}")
         out["materialized_until"] = None if mark is None else from_us(mark).isoformat()

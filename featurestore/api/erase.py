@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -202,20 +201,6 @@ def count_rows(offline: DeltaOfflineStore, name: str, entities: Entities) -> int
     return int(lf.filter(expr).select(pl.len()).collect().item())
 
 
-def tables_under(offline: DeltaOfflineStore, prefix: str) -> list[str]:
-    """Names of the Delta tables under ``prefix`` (a local root only)."""
-    base = offline.table_uri(prefix)
-    if "://" in base or not os.path.isdir(base):
-        return []
-    found = []
-    for dirpath, dirnames, _ in os.walk(base):
-        if "_delta_log" in dirnames:
-            rel = os.path.relpath(dirpath, offline.root).replace(os.sep, "/")
-            found.append(rel)
-            dirnames.clear()
-    return sorted(found)
-
-
 def _erase_online(
     store: FeatureStore,
     history: list[dict[str, FeatureViewPlan]],
@@ -306,9 +291,9 @@ def erase(
     )
     offline = store.offline
     report.offline = _erase_tables(offline, view_tables, typed, dry_run)
-    logs = tables_under(offline, LOGS_PREFIX)
+    logs = offline.tables_under(LOGS_PREFIX)
     report.feature_logs = _erase_tables(offline, logs, typed, dry_run)
-    for spine in tables_under(offline, DATASETS):
+    for spine in offline.tables_under(DATASETS):
         if not spine.endswith("/spine"):
             continue
         n = count_rows(offline, spine, typed)

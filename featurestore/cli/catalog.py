@@ -213,6 +213,7 @@ def describe(
     off = info["offline"]
     console.print("[bold]offline table[/]")
     _line("table", off["table"])
+    _line("retention", off["retention"])
     if not off["exists"]:
         _line("state", "not created yet: run `featurestore backfill`")
     else:

@@ -8,7 +8,6 @@ answers for one object at a time) plus the lineage of each saved dataset
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from featurestore.compile.plan import RepoPlan
@@ -30,23 +29,19 @@ def _id(kind: str, name: str) -> str:
 
 
 def saved_datasets(store: FeatureStore) -> list[dict[str, Any]]:
-    """Name and lineage of every dataset saved in a local offline store (a remote
-    one is not listed: that would need a listing call per store kind)."""
+    """Name and lineage of every dataset saved in the offline store (a local
+    directory or an object store such as S3)."""
     from featurestore.api.training import DATASETS, load_lineage
 
-    root = store.settings.offline_root
-    if "://" in root and not root.startswith("file://"):
-        return []
-    folder = Path(root.removeprefix("file://")) / DATASETS
-    if not folder.is_dir():
-        return []
-    out = []
-    for path in sorted(folder.iterdir()):
-        if not (path / "lineage").is_dir():
-            continue
-        lineage = load_lineage(path.name, offline=store.offline)
-        out.append({"name": path.name, "lineage": lineage})
-    return out
+    prefix = f"{DATASETS}/"
+    names = sorted(
+        {
+            t.removeprefix(prefix).removesuffix("/lineage")
+            for t in store.offline.tables_under(DATASETS)
+            if t.endswith("/lineage")
+        }
+    )
+    return [{"name": n, "lineage": load_lineage(n, offline=store.offline)} for n in names]
 
 
 def graph(store: FeatureStore, vis: Visibility) -> dict[str, Any]:

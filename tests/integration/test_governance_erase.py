@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from featurestore.api.erase import content_sha256, erase, tables_under
+from featurestore.api.erase import content_sha256, erase
 from featurestore.api.feature_log import LOGS_PREFIX
 from featurestore.api.store import FeatureStore
 from featurestore.cli.main import app as cli
@@ -46,7 +46,7 @@ def _online(store: FeatureStore, view: str, ids: list[int]) -> list[int | None]:
 def _state(store: FeatureStore) -> dict[str, tuple[int, int, str]]:
     """Per table: rows of the erased drivers, rows of the rest, hash of the rest."""
     out = {}
-    for name in [*VIEWS, *tables_under(store.offline, LOGS_PREFIX)]:
+    for name in [*VIEWS, *store.offline.tables_under(LOGS_PREFIX)]:
         frame = _offline(store, name)
         gone = frame.filter(pl.col("driver_id").is_in(GONE))
         rest = frame.filter(~pl.col("driver_id").is_in(GONE))
@@ -72,7 +72,7 @@ def _built(tmp_path) -> FeatureStore:
 def test_erase_removes_three_drivers_everywhere_and_nothing_else(tmp_path):
     store = _built(tmp_path)
     before = _state(store)
-    logs = tables_under(store.offline, LOGS_PREFIX)
+    logs = store.offline.tables_under(LOGS_PREFIX)
     assert len(logs) == 2 and all(before[t][0] == 3 and before[t][1] == 2 for t in logs)
     for view in VIEWS:
         assert before[view][0] > 0 and before[view][1] > 0

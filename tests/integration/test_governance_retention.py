@@ -51,3 +51,26 @@ def test_retention_deletes_only_older_rows_once(tmp_path):
     assert json.loads(ok.stdout)["deleted"] == {VIEW: 0}
     bad = runner.invoke(cli, ["retention", "apply", "--repo", str(repo), "--view", "nope=1d"])
     assert bad.exit_code == 1 and "nope" in bad.output
+
+
+def test_policy_file_retention_is_applied_and_described(tmp_path):
+    """``[policy.offline_retention]`` alone drives ``retention apply`` (no --view), and
+    ``describe`` shows each view's offline retention."""
+    repo = quickstart(tmp_path / "qs")
+    with (repo / "featurestore.toml").open("a") as f:
+        f.write(f'\n[policy]\n\n[policy.offline_retention]\n{VIEW} = "4000d"\n')
+    store = FeatureStore(repo)
+    store.apply()
+    store.backfill([VIEW])
+    store.close()
+    runner = CliRunner()
+    done = runner.invoke(cli, ["retention", "apply", "--repo", str(repo), "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["deleted"] == {VIEW: 0}
+    described = runner.invoke(cli, ["describe", VIEW, "--repo", str(repo), "--json"])
+    assert described.exit_code == 0, described.output
+    assert "4000d" in json.loads(described.stdout)["offline"]["retention"]
+    other = runner.invoke(cli, ["describe", "driver_windows", "--repo", str(repo), "--json"])
+    assert "every row" in json.loads(other.stdout)["offline"]["retention"]
+    text = runner.invoke(cli, ["describe", VIEW, "--repo", str(repo)]).output
+    assert "retention: rows of the last 4000d" in text

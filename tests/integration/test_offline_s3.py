@@ -402,3 +402,31 @@ def test_two_processes_appending_to_one_table_keep_every_commit(tmp_path, s3_ser
     store = DeltaOfflineStore(s3_root, storage_options=s3_server.storage_options())
     versions = sorted(h["version"] for h in store.history("events"))
     assert versions == list(range(2 * APPENDS + 1))
+
+
+def test_erase_finds_feature_logs_and_dataset_spines_on_s3(s3_server, s3_root, s3_repo):
+    """Erasure lists the tables under the S3 root (feature logs, dataset spines) as it
+    walks a local one: none of the erased driver's logged rows may stay behind."""
+    from featurestore.api.erase import erase
+
+    store = FeatureStore(s3_repo)
+    store.backfill([PLAIN])
+    store.materialize([PLAIN], end=SAMPLE_END)
+    logger = store.enable_feature_logging(flush_seconds=0.2)
+    for ids in ([1001, 1002], [1001, 1003]):
+        store.get_online_features({"driver_id": ids}, feature_service="driver_ranking")
+    assert logger.flush(timeout=30)
+    entity_df = spine().head(50)
+    dataset = store.get_training_dataset(entity_df, feature_service="driver_ranking")
+    store.save_dataset(dataset, "train", entity_df=entity_df)
+    assert store.offline.tables_under("_feature_logs") == ["_feature_logs/driver_ranking"]
+    assert "_datasets/train/spine" in store.offline.tables_under("_datasets")
+    assert store.offline.tables_under("_no_such_prefix") == []
+    in_spine = entity_df["driver_id"].to_list().count(1001)
+
+    report = erase(store, {"driver_id": ["1001"]})
+    assert report.feature_logs == {"_feature_logs/driver_ranking": 2}
+    assert report.datasets.get("train", 0) == in_spine
+    logged = store.offline.read_table("_feature_logs/driver_ranking").collect()
+    assert sorted(logged["driver_id"].to_list()) == [1002, 1003]
+    store.close()

@@ -80,6 +80,31 @@ class DeltaOfflineStore:
         with self._errors(name, "checking for the table"):
             return DeltaTable.is_deltatable(self.table_uri(name), self.storage_options)
 
+    def tables_under(self, prefix: str) -> list[str]:
+        """Names of the Delta tables under ``prefix``, sorted: local directories are
+        walked, object stores (S3 and the like) listed, with ``storage_options``."""
+        base = self.table_uri(prefix)
+        marker = "/_delta_log/"
+        if not self._remote:
+            found = []
+            for dirpath, dirnames, _ in os.walk(base):
+                if "_delta_log" in dirnames:
+                    found.append(os.path.relpath(dirpath, self.root).replace(os.sep, "/"))
+                    dirnames.clear()
+            return sorted(found)
+        from deltalake.fs import DeltaStorageHandler
+        from pyarrow import fs
+
+        with self._errors(prefix, "listing the tables"):
+            listing = fs.PyFileSystem(DeltaStorageHandler(base, self.storage_options))
+            paths = [
+                info.path
+                for info in listing.get_file_info(fs.FileSelector("", recursive=True))
+                if marker in f"/{info.path}"
+            ]
+        tables = {f"/{p}".split(marker)[0].strip("/") for p in paths}
+        return sorted(f"{prefix}/{t}" if t else prefix for t in tables)
+
     def version(self, name: str) -> int | None:
         """The current Delta version of ``name``, None if there is no such table."""
         table = self._open(name)
