@@ -17,6 +17,7 @@ from typing import Any
 
 import typer
 
+from featurestore._jit import skip_blas_probe
 from featurestore.cli import (
     batch,
     catalog,
@@ -85,6 +86,7 @@ app.add_typer(skew.skew_app, name="skew")
 
 
 def main() -> None:
+    skip_blas_probe()  # a CLI process is featurestore's own: see featurestore._jit
     try:
         app()
     except Exception as exc:  # raised outside a command (option parsing callbacks)

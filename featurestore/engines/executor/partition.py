@@ -24,7 +24,6 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from featurestore.errors import DataError
 
@@ -48,6 +47,10 @@ def splitmix64(x: np.ndarray) -> np.ndarray:
 
 def fnv1a64(values: pa.Array) -> np.ndarray:
     """FNV-1a 64 of each string's UTF-8 bytes (nulls hash as empty strings)."""
+    # Imported here: pyarrow.compute costs a CLI call about 0.04 s to import, and
+    # only partitioned runs with string keys need it.
+    import pyarrow.compute as pc
+
     arr = pc.cast(values, pa.large_string())
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()

@@ -9,6 +9,7 @@ gathers the chosen rows' features. No feature table is sorted: see ``kernel.py``
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +30,9 @@ _CREATED = "__fs_pit_created_ts"
 # block's spine rows and tree nodes (about 100 bytes per key) to stay in cache.
 _BLOCK_KEYS = 16_384
 _MAX_BLOCKS = 256
+# Below this many feature rows one thread does the join: starting a second costs
+# more than it saves (measured: benchmarks/pit_join.py, scale 0.1).
+_PARALLEL_ROWS = 200_000
 
 
 @dataclass(frozen=True)
@@ -118,8 +122,10 @@ def point_in_time_join(
                 # holds a start per distinct key of the whole spine.
                 if stop - start == spine.height:
                     spine_index[view.spine_keys] = index
+            key_lanes, row_lanes = rows.lanes(_threads(rows.frame.height))
             chosen = kernel.point_in_time(
-                rows.batches(),
+                key_lanes,
+                row_lanes=row_lanes,
                 spine_index=index,
                 n_spine=stop - start,
                 ttl_us=ttl,
@@ -170,20 +176,14 @@ class _ViewRows:
         # done once for the whole frame.
         self.all_codes = None if codes.integer else codes.for_frame(self.frame, view.spine_keys)
 
-    def batches(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray, bool]]:
-        """(offset, keys or codes, event_ts, created_ts, keyed) for the kernel, chunk
-        by chunk: int64 keys (keyed) where the kernel can look them up itself,
-        codes otherwise.
-
-        A chunk sorted by key (the offline store writes each partition so) is cut
-        into one slice per block of spine keys instead, and the slices go block by
-        block: the part of the spine and of the segment tree a block touches then
-        stays in cache while every chunk's rows for that block stream past, where
-        chunk after chunk would otherwise sweep the whole spine once each.
-        """
+    def _chunks(self) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray, bool, bool]]:
+        """(offset, keys or codes, event_ts, created_ts, keyed, sorted) per chunk of
+        the frame: int64 keys (keyed) where the kernel can look them up itself, codes
+        otherwise; ``sorted`` for keyed chunks in key order, which ``lanes`` cuts by
+        block of spine keys."""
         view, key = self.view, self.view.spine_keys[0]
+        out = []
         offset = 0
-        sorted_chunks = []
         for length in self.frame[_EVENT].chunk_lengths():
             part = self.frame.slice(offset, length)
             event_ts = part[_EVENT].to_numpy()
@@ -193,26 +193,87 @@ class _ViewRows:
                 created_ts = part[_CREATED].to_numpy()
             if self.all_codes is not None:
                 codes = self.all_codes[offset : offset + length]
-                yield offset, codes, event_ts, created_ts, False
+                out.append((offset, codes, event_ts, created_ts, False, False))
             elif part[key].null_count():
                 codes = self.codes.for_frame(part, view.spine_keys)
-                yield offset, codes, event_ts, created_ts, False
+                out.append((offset, codes, event_ts, created_ts, False, False))
             else:
                 keys = _as_int64(part[key])
-                if self.codes.blocks.size > 1 and kernel.is_sorted(keys):
-                    sorted_chunks.append((offset, keys, event_ts, created_ts))
-                else:
-                    yield offset, keys, event_ts, created_ts, True
+                ordered = self.codes.blocks.size > 1 and kernel.is_sorted(keys)
+                out.append((offset, keys, event_ts, created_ts, True, ordered))
             offset += length
-        edges = self.codes.blocks
-        cursors = [0] * len(sorted_chunks)
-        for b in range(edges.size):
-            for k, (start, keys, event_ts, created_ts) in enumerate(sorted_chunks):
-                lo = cursors[k]
-                hi = int(np.searchsorted(keys, edges[b + 1])) if b + 1 < edges.size else keys.size
-                if hi > lo:
-                    yield start + lo, keys[lo:hi], event_ts[lo:hi], created_ts[lo:hi], True
-                cursors[k] = hi
+        return out
+
+    def lanes(self, count: int) -> tuple[list[kernel.Lane], list[list[kernel.Batch]]]:
+        """The rows as lanes for up to ``count`` kernel threads: key lanes (each
+        owning a contiguous range of key codes) for chunks sorted by key, row lanes
+        (an equal share of rows each) for the others; see ``kernel.point_in_time``.
+
+        A chunk sorted by key (the offline store writes each partition so) is cut
+        into one slice per block of spine keys, and a key lane walks its blocks one
+        by one: the part of the spine and of the segment tree a block touches then
+        stays in cache while every chunk's rows for that block stream past, where
+        chunk after chunk would otherwise sweep the whole spine once each.
+        """
+        chunks = self._chunks()
+        ordered = [c for c in chunks if c[5]]
+        others = [c[:5] for c in chunks if not c[5]]
+        key_lanes = self._key_lanes(ordered, count) if ordered else []
+        rows = sum(len(c[1]) for c in others)
+        return key_lanes, _split_rows(others, max(1, min(count, rows)))
+
+    def _key_lanes(
+        self, ordered: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, bool, bool]], count: int
+    ) -> list[kernel.Lane]:
+        edges, step, n_codes = self.codes.blocks, self.codes.block_codes, self.codes.n_codes
+        # No more lanes than blocks; lanes end on block edges, so that a block never
+        # straddles two lanes.
+        count = max(1, min(count, edges.size))
+        cuts = [edges.size * i // count for i in range(count + 1)]
+        bounds = [(cuts[i] * step, cuts[i + 1] * step) for i in range(count)]
+        bounds[0] = (0, bounds[0][1])
+        bounds[-1] = (bounds[-1][0], kernel.INT64_MAX if count == 1 else n_codes)
+        return [
+            kernel.Lane(first, end, _block_batches(ordered, edges, range(cuts[i], cuts[i + 1])))
+            for i, (first, end) in enumerate(bounds)
+        ]
+
+
+def _block_batches(
+    ordered: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, bool, bool]],
+    edges: np.ndarray,
+    blocks: range,
+) -> Iterator[kernel.Batch]:
+    """The slices of key-sorted chunks for ``blocks`` (of spine keys starting at
+    ``edges``), block after block."""
+    cursors = [
+        int(np.searchsorted(c[1], edges[blocks.start])) if blocks.start else 0 for c in ordered
+    ]
+    for b in blocks:
+        for k, (start, keys, event_ts, created_ts, _, _) in enumerate(ordered):
+            lo = cursors[k]
+            hi = int(np.searchsorted(keys, edges[b + 1])) if b + 1 < edges.size else keys.size
+            if hi > lo:
+                yield start + lo, keys[lo:hi], event_ts[lo:hi], created_ts[lo:hi], True
+            cursors[k] = hi
+
+
+def _split_rows(batches: list[kernel.Batch], count: int) -> list[list[kernel.Batch]]:
+    """``batches`` cut into ``count`` lanes of (nearly) equal row counts."""
+    per = -(-sum(len(b[1]) for b in batches) // count)
+    lanes: list[list[kernel.Batch]] = [[] for _ in range(count)]
+    lane, room = 0, per
+    for offset, values, event_ts, created_ts, keyed in batches:
+        i = 0
+        while i < len(values):
+            if room == 0:
+                lane, room = lane + 1, per
+            # The last lane takes whatever is left (count * per >= all rows).
+            j = len(values) if lane == count - 1 else min(len(values), i + room)
+            lanes[lane].append((offset + i, values[i:j], event_ts[i:j], created_ts[i:j], keyed))
+            room -= j - i
+            i = j
+    return [lane_batches for lane_batches in lanes if lane_batches]
 
 
 class _KeyCodes:
@@ -236,13 +297,15 @@ class _KeyCodes:
         self.integer = len(keys) == 1 and key_df.schema[keys[0]].is_integer()
         if self.integer:
             column = key_df.to_series()
-            # Sorted after the conversion: UInt64 keys above 2**63 turn negative.
-            distinct = np.sort(_as_int64(column.drop_nulls().unique()))
+            # Sorted after the conversion (UInt64 keys above 2**63 turn negative), by
+            # Polars: a parallel sort, several times faster than numpy's here.
+            distinct = _int64_series(column.drop_nulls().unique()).sort().to_numpy()
             self.table = key_table(distinct)
             self.spine = self._lookup(column)
             self.n_codes = int(distinct.size)
             # The first key of each block of spine keys that _ViewRows.batches walks.
-            self.blocks = distinct[:: max(_BLOCK_KEYS, -(-distinct.size // _MAX_BLOCKS))]
+            self.block_codes = max(_BLOCK_KEYS, -(-distinct.size // _MAX_BLOCKS))
+            self.blocks = distinct[:: self.block_codes]
         else:
             self.uniq = key_df.drop_nulls().unique().sort(keys).with_row_index(_CODE)
             parts = [
@@ -252,6 +315,7 @@ class _KeyCodes:
             self.spine = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
             self.n_codes = self.uniq.height
             self.blocks = np.empty(0, dtype=np.int64)
+            self.block_codes = 0
         if ts_null is not None:
             # A spine row without a time matches nothing, like one without a key.
             self.spine[ts_null] = -1
@@ -279,11 +343,23 @@ class _KeyCodes:
         return joined[_CODE].cast(pl.Int64).fill_null(-1).to_numpy()
 
 
-def _as_int64(column: pl.Series) -> np.ndarray:
+def _threads(n_rows: int) -> int:
+    """Kernel threads for a view of ``n_rows`` rows: as many as Polars uses
+    (``POLARS_MAX_THREADS``), one for small views."""
+    if n_rows < _PARALLEL_ROWS:
+        return 1
+    return max(1, min(pl.thread_pool_size(), os.cpu_count() or 1))
+
+
+def _int64_series(column: pl.Series) -> pl.Series:
     # UInt64 keys keep their bits (only equality matters); other integers widen.
     if column.dtype == pl.UInt64:
-        return column.reinterpret(signed=True).to_numpy()
-    return column.cast(pl.Int64).to_numpy()
+        return column.reinterpret(signed=True)
+    return column.cast(pl.Int64)
+
+
+def _as_int64(column: pl.Series) -> np.ndarray:
+    return _int64_series(column).to_numpy()
 
 
 def event_time_bounds(

@@ -21,12 +21,21 @@ input order; no scan, no per-group sort, no worst case for late created_ts.
 
 Feature rows come in batches that carry their own offset, so a caller can hand a
 table over chunk by chunk, without copying it into one array, and in an order
-that keeps the spine's working set in cache (see ``join._ViewRows.batches``).
+that keeps the spine's working set in cache (see ``join._ViewRows.lanes``).
+
+Both cores: the batches come in lanes, each owning a range of key codes, and the
+lanes run at once on threads (the kernel releases the GIL). No lock is needed: the
+spine rows of different codes are disjoint ranges of leaves, and an update only
+touches tree nodes whose leaves all lie inside its own range, so two lanes never
+write the same node. The final top-down pass runs once all lanes are done.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
@@ -39,6 +48,27 @@ INT64_MAX = np.iinfo(np.int64).max
 EV, CR, POS = 0, 1, 2
 # Spine groups up to this size are insertion-sorted; beyond it a merge sort wins.
 _SMALL_GROUP = 24
+
+# (offset, key codes or int64 keys, event_ts, created_ts, keyed): see ``point_in_time``.
+Batch = tuple[int, np.ndarray, np.ndarray, np.ndarray, bool]
+
+
+@dataclass(frozen=True)
+class Lane:
+    """Feature rows for the spine keys with codes in ``[first_code, end_code)``.
+
+    Rows of ``batches`` with other codes are skipped, so a lane may be handed whole
+    chunks that also hold other lanes' keys (it then reads them only to skip them).
+    """
+
+    first_code: int
+    end_code: int
+    batches: Iterable[Batch]
+
+    @classmethod
+    def whole(cls, batches: Iterable[Batch]) -> Lane:
+        """One lane for every code."""
+        return cls(0, INT64_MAX, batches)
 
 
 @njit(cache=True, inline="always")
@@ -212,7 +242,7 @@ def _new_tree(m: int) -> np.ndarray:
     return tree
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _offer_rows(
     tree: np.ndarray,
     starts: np.ndarray,
@@ -221,6 +251,8 @@ def _offer_rows(
     event_ts: np.ndarray,
     created_ts: np.ndarray,
     offset: int,
+    first_code: int,
+    end_code: int,
     ttl_us: int,
     as_of_known_time: bool,
     keyed: bool,
@@ -231,7 +263,8 @@ def _offer_rows(
     slots: np.ndarray,
     codes: np.ndarray,
 ) -> None:
-    """Offer feature rows ``offset + i`` to the spine rows they are eligible for.
+    """Offer feature rows ``offset + i`` with a key code in ``[first_code, end_code)``
+    to the spine rows they are eligible for.
 
     Row i has ``event_ts[i]``, ``created_ts[i]`` and, in ``values[i]``, either its
     key code (-1: no spine row has its key) or, when ``keyed``, its int64 key, looked
@@ -241,7 +274,7 @@ def _offer_rows(
     size = tree.shape[0] // 2
     for i in range(values.size):
         c = code_of(values[i], direct, base, last, shift, slots, codes) if keyed else values[i]
-        if c < 0:
+        if c < first_code or c >= end_code:  # -1 (no spine row has the key) included
             continue
         a, b = starts[c], starts[c + 1]
         if a == b:
@@ -299,46 +332,85 @@ def prepare_spine(
 
 
 def point_in_time(
-    batches: Iterable[tuple[int, np.ndarray, np.ndarray, np.ndarray, bool]],
+    lanes: Sequence[Lane],
     *,
     spine_index: tuple[np.ndarray, np.ndarray],
     n_spine: int,
     ttl_us: int,
     as_of_known_time: bool,
     table: KeyTable | None = None,
+    row_lanes: Sequence[Iterable[Batch]] = (),
 ) -> np.ndarray:
     """For each of ``n_spine`` spine rows, the position of the feature row SEMANTICS
     picks, or -1.
 
-    ``batches`` yields the feature rows as ``(offset, values, event_ts, created_ts,
+    Batches yield feature rows as ``(offset, values, event_ts, created_ts,
     keyed)``: row i of a batch is feature row ``offset + i``, and ``values`` holds
     key codes, or int64 keys to look up in ``table`` when ``keyed``. Batches may
     come in any order and need not be contiguous, which lets the caller hand a
     table over chunk by chunk without copying it into one array, and in an order
     that keeps the spine's working set in cache. Every row must come at least once;
-    a row offered twice changes nothing. ``spine_index`` is what ``prepare_spine``
-    returned; ``ttl_us < 0`` means no TTL.
+    a row offered twice changes nothing.
+
+    Two kinds of lanes run on threads, one thread per lane:
+
+    - ``lanes`` own disjoint code ranges and share one segment tree (see the module
+      docstring); a lane skips rows of codes it does not own.
+    - ``row_lanes`` then take rows of any code: the first writes the shared tree,
+      each other one a tree of its own, merged into the shared one at the end. They
+      suit rows in no key order, which key lanes would each have to read whole.
+
+    ``spine_index`` is what ``prepare_spine`` returned; ``ttl_us < 0`` means no TTL.
     """
+    ranges = sorted((lane.first_code, lane.end_code) for lane in lanes)
+    for (_, end), (first, _) in itertools.pairwise(ranges):
+        if first < end:
+            raise ValueError(f"lanes own overlapping key codes: {ranges}")
     starts, spine = frozen(spine_index[0]), frozen(spine_index[1])
     fields = key_table(np.empty(0, dtype=np.int64)) if table is None else table
     tree = _new_tree(spine.shape[0])
-    for offset, values, event_ts, created_ts, keyed in batches:
-        if keyed and table is None:
-            raise ValueError("keyed batches need a key table")
-        _offer_rows(
-            tree,
-            starts,
-            spine,
-            frozen(values),
-            frozen(event_ts),
-            frozen(created_ts),
-            offset,
-            ttl_us,
-            as_of_known_time,
-            keyed,
-            *fields,
-        )
+
+    def run(target: np.ndarray, batches: Iterable[Batch], first: int, end: int) -> None:
+        for offset, values, event_ts, created_ts, keyed in batches:
+            if keyed and table is None:
+                raise ValueError("keyed batches need a key table")
+            _offer_rows(
+                target,
+                starts,
+                spine,
+                frozen(values),
+                frozen(event_ts),
+                frozen(created_ts),
+                offset,
+                first,
+                end,
+                ttl_us,
+                as_of_known_time,
+                keyed,
+                *fields,
+            )
+
+    key_jobs = [(tree, lane.batches, lane.first_code, lane.end_code) for lane in lanes]
+    trees = [tree] + [_new_tree(spine.shape[0]) for _ in row_lanes[1:]]
+    row_jobs = [(trees[i], batches, 0, INT64_MAX) for i, batches in enumerate(row_lanes)]
+    for jobs in (key_jobs, row_jobs):
+        if len(jobs) == 1:
+            run(*jobs[0])
+        elif jobs:
+            with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="fs-pit") as pool:
+                for done in [pool.submit(run, *job) for job in jobs]:
+                    done.result()
+    for other in trees[1:]:
+        _merge_tree(tree, other)
     return _finish(tree, spine, n_spine)
+
+
+@njit(cache=True, nogil=True)
+def _merge_tree(tree: np.ndarray, other: np.ndarray) -> None:
+    """Keep, at each node of ``tree``, the larger of its row and ``other``'s."""
+    for node in range(1, tree.shape[0]):
+        if other[node, POS] >= 0:
+            _offer(tree, node, other[node, EV], other[node, CR], other[node, POS])
 
 
 @njit(cache=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 from datetime import UTC, datetime, timedelta
+from unittest import mock
 
 import numpy as np
 import polars as pl
@@ -153,17 +154,19 @@ def _frames(spine: dict, views: list[dict], zone: str):
 
 
 @settings(max_examples=200, deadline=None)
-@given(case=_case())
-def test_matches_the_reference(case):
+@given(case=_case(), threads=st.sampled_from([1, 2, 3]))
+def test_matches_the_reference(case, threads):
     spine, views, zone, known, chunk_rows = case
     spine_df, feature_frames = _frames(spine, views, zone)
-    got = point_in_time_join(
-        spine_df,
-        timestamp="ts",
-        views=feature_frames,
-        as_of_known_time=known,
-        chunk_rows=chunk_rows,
-    )
+    # Any number of kernel threads (lanes of key codes) gives the same answer.
+    with mock.patch.object(join, "_threads", return_value=threads):
+        got = point_in_time_join(
+            spine_df,
+            timestamp="ts",
+            views=feature_frames,
+            as_of_known_time=known,
+            chunk_rows=chunk_rows,
+        )
     # The spine passes through untouched, in order, with its columns first.
     assert got.select(spine_df.columns).equals(spine_df)
     expected = _reference(spine, views, known)
@@ -340,6 +343,23 @@ def test_partitions_sorted_by_key_take_the_blocked_path(monkeypatch):
     monkeypatch.setattr(join, "_BLOCK_KEYS", 4)
     blocked = point_in_time_join(spine, timestamp="ts", views=views)
     assert blocked.equals(streamed)
+    # On threads: 2 and 3 lanes cut on block edges (and 64, more than the blocks).
+    monkeypatch.setattr(join, "_PARALLEL_ROWS", 0)
+    for threads in (2, 3, 64):
+        monkeypatch.setattr(join.pl, "thread_pool_size", lambda threads=threads: threads)
+        monkeypatch.setattr(join.os, "cpu_count", lambda threads=threads: threads)
+        codes = join._KeyCodes(spine, ("k",), 10**6, None)
+        key_lanes, row_lanes = join._ViewRows(views[0], rows, codes).lanes(
+            join._threads(rows.height)
+        )
+        assert codes.blocks.size > 3
+        assert len(key_lanes) == min(threads, codes.blocks.size)
+        # The unsorted chunk and the one with a null key: 52 rows in equal shares.
+        shares = [sum(len(b[1]) for b in lane) for lane in row_lanes]
+        assert sum(shares) == 52
+        assert len(shares) == min(threads, 52)
+        assert max(shares) - min(shares) <= 52 // len(shares) + 1
+        assert point_in_time_join(spine, timestamp="ts", views=views).equals(streamed)
     expected = _reference(
         {"k": spine["k"].to_list(), "ts": [_sec(t) for t in spine["ts"].to_list()]},
         [

@@ -44,7 +44,10 @@ def _reference(frame, spine, ttl, known):
     return out
 
 
-def _run(frame, spine, ttl, known, n_codes, *, keyed=False):
+def _run(frame, spine, ttl, known, n_codes, *, keyed=False, cuts_at=(), by_rows=False):
+    """The kernel's choice per spine row; ``cuts_at`` splits the codes into lanes
+    there (each lane gets every batch and skips other lanes' codes); ``by_rows``
+    gives each batch a row lane."""
     codes = _arr([r[0] for r in frame]).reshape(-1)
     spine_codes = _arr([r[0] for r in spine]).reshape(-1)
     index = kernel.prepare_spine(spine_codes, spine_ts=_arr([r[1] for r in spine]), n_codes=n_codes)
@@ -63,8 +66,18 @@ def _run(frame, spine, ttl, known, n_codes, *, keyed=False):
         (a, codes[a:b], event[a:b], created[a:b], keyed) for a, b in itertools.pairwise(cuts)
     ]
     batches.reverse()
+    row_lanes = []
+    if cuts_at:
+        ends = [0, *cuts_at, I64_MAX]
+        lanes = [kernel.Lane(a, b, batches) for a, b in itertools.pairwise(ends)]
+    elif by_rows:
+        # One batch per row lane: all but the first write trees of their own.
+        lanes, row_lanes = [], [[b] for b in batches]
+    else:
+        lanes = [kernel.Lane.whole(batches)]
     chosen = kernel.point_in_time(
-        batches,
+        lanes,
+        row_lanes=row_lanes,
         spine_index=index,
         n_spine=len(spine),
         ttl_us=ttl,
@@ -187,7 +200,11 @@ def test_keyed_batches_need_a_table():
     batch = (0, _arr([0]), _arr([0]), _arr([0]), True)
     with pytest.raises(ValueError, match="key table"):
         kernel.point_in_time(
-            [batch], spine_index=index, n_spine=1, ttl_us=-1, as_of_known_time=False
+            [kernel.Lane.whole([batch])],
+            spine_index=index,
+            n_spine=1,
+            ttl_us=-1,
+            as_of_known_time=False,
         )
 
 
@@ -210,6 +227,32 @@ def test_point_in_time_matches_brute_force(frame, spine, ttl, known):
     expected = _reference(frame, spine, ttl, known)
     assert _run(frame, spine, ttl, known, 5) == expected
     assert _run(frame, spine, ttl, known, 5, keyed=True) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    frame=st.lists(
+        st.tuples(st.integers(-1, 5), st.integers(0, 30), st.integers(0, 40)), max_size=80
+    ),
+    spine=st.lists(st.tuples(st.integers(-1, 6), st.integers(-2, 45)), max_size=60),
+    ttl=st.sampled_from([-1, 0, 3, 100]),
+    cuts=st.lists(st.integers(1, 6), min_size=1, max_size=3, unique=True),
+)
+def test_lanes_on_threads_match_brute_force(frame, spine, ttl, cuts):
+    # Lanes own disjoint code ranges and write one shared tree at once.
+    expected = _reference(frame, spine, ttl, False)
+    cuts_at = tuple(sorted(cuts))
+    assert _run(frame, spine, ttl, False, 7, cuts_at=cuts_at) == expected
+    assert _run(frame, spine, ttl, False, 7, keyed=True, cuts_at=cuts_at) == expected
+    assert _run(frame, spine, ttl, False, 7, by_rows=True) == expected
+    assert _run(frame, spine, ttl, False, 7, keyed=True, by_rows=True) == expected
+
+
+def test_lanes_must_own_disjoint_codes():
+    index = kernel.prepare_spine(_arr([0, 1]), spine_ts=_arr([1, 1]), n_codes=2)
+    lanes = [kernel.Lane(0, 2, []), kernel.Lane(1, 3, [])]
+    with pytest.raises(ValueError, match="overlapping key codes"):
+        kernel.point_in_time(lanes, spine_index=index, n_spine=2, ttl_us=-1, as_of_known_time=False)
 
 
 def test_large_groups_match_brute_force():

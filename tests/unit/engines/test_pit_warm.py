@@ -67,3 +67,26 @@ print(point_in_time_join(spine, timestamp="t", views=[view])["x"].sum())
     later = _python(join, env)
     assert "data saved" not in later
     assert later.strip().splitlines()[-1] == "50000.0"
+
+
+# A kernel call after skip_blas_probe: Numba's first load must not import SciPy's
+# linalg, while SciPy itself still imports for anyone else.
+BLAS_PROBE = (
+    "import sys, numpy as np; from featurestore._jit import skip_blas_probe; "
+    "skipped = skip_blas_probe(); "
+    "from featurestore.engines.pit import kernel; "
+    "assert kernel.is_sorted(np.arange(3)); "
+    "probed = 'scipy.linalg' in sys.modules; "
+    "import scipy.linalg; "
+    "print(skipped, probed, scipy.linalg.norm([3.0, 4.0]))"
+)
+
+
+def test_cli_process_skips_numbas_scipy_probe(tmp_path: Path) -> None:
+    import scipy  # noqa: F401  (a test dependency: the probe only costs where SciPy is)
+
+    env = {"NUMBA_CACHE_DIR": str(tmp_path)}
+    assert _python(BLAS_PROBE, env).split() == ["True", "False", "5.0"]
+    # Opted out: Numba probes (imports scipy.linalg) on its first kernel load.
+    opted_out = _python(BLAS_PROBE, {**env, "FEATURESTORE_NUMBA_BLAS_PROBE": "1"})
+    assert opted_out.split() == ["False", "True", "5.0"]
