@@ -56,6 +56,8 @@ def skew(store: FeatureStore, vis: Visibility) -> dict[str, Any]:
         )
     example = next((s for s in sorted(services) if vis.sees("feature_service", s)), "SERVICE")
     runs = [r for r in list_reports(store.offline) if _visible(r["table"], services, vis)]
+    for r in runs:  # to the second, in UTC: microseconds only clutter the table
+        r["run_at"] = f"{r['run_at']:%Y-%m-%d %H:%M:%S} UTC"
     return {"registry_version": head, "logs": logs, "example_service": example, "runs": runs}
 
 

@@ -323,6 +323,9 @@ def test_saved_audit_runs_are_listed_and_shown_with_the_one_renderer(repo, lapto
     listing = get(laptop, "/ui/skew")
     assert listing.status == 200 and f"/ui/skew/runs/{run_id}" in listing.text
     assert "PASS" in listing.text
+    # the run's time, to the second in UTC, named in the row that links to it
+    row = re.search(rf'href="/ui/skew/runs/{run_id}">([^<]+)<', listing.text).group(1)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", row), row
     page = get(laptop, f"/ui/skew/runs/{run_id}")
     assert page.status == 200
     assert "_feature_logs/driver_ranking" in page.text and "/ui/skew-report.css" in page.text
