@@ -54,14 +54,15 @@ class LookupRequest:
     request_data: dict[str, list[Any]] | None = None
 
 
-def json_object(body: bytes, *, example: str) -> dict[str, Any]:
-    """The body parsed as one JSON object, or a ``RequestError`` (with ``example`` in
-    its hint): the first check of every JSON route."""
+def json_object(body: bytes, *, example: str, obj: str | None = None) -> dict[str, Any]:
+    """The body parsed as one JSON object, or a ``RequestError`` (naming ``obj``, with
+    ``example`` in its hint): the first check of every JSON route."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise RequestError(
             "the request body is not valid JSON",
+            obj=obj,
             field="body",
             value=str(exc),
             hint=f"send a JSON object such as {example}",
@@ -69,6 +70,7 @@ def json_object(body: bytes, *, example: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise RequestError(
             "the request body must be a JSON object",
+            obj=obj,
             field="body",
             value=type(doc).__name__,
             hint=f"send a JSON object such as {example}",

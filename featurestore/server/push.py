@@ -37,6 +37,7 @@ from featurestore.server.errors import (
     UnsupportedMediaType,
     error_response,
 )
+from featurestore.server.lookup import json_object
 
 PUSH_PATH = "/v1/push"
 PUSH_KEYS_ENV = "FEATURESTORE_PUSH_KEYS"
@@ -177,20 +178,9 @@ class PushHandler:
         )
 
     def _parse(self, body: bytes) -> tuple[str, Any, str | None]:
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise RequestError(
-                f"the body is not valid JSON: {exc}", obj="push request", field="body"
-            ) from None
-        if not isinstance(doc, dict):
-            raise RequestError(
-                "the body must be a JSON object",
-                obj="push request",
-                field="body",
-                value=type(doc).__name__,
-                hint='send {"view": "...", "rows": {...}, "push_id": "..."}',
-            )
+        doc = json_object(
+            body, example='{"view": "...", "rows": {...}, "push_id": "..."}', obj="push request"
+        )
         extra = sorted(set(doc) - _FIELDS)
         if extra:
             raise RequestError(

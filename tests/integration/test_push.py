@@ -273,6 +273,10 @@ def test_push_over_http(tmp_path: Path, redis_url: str) -> None:
             assert not store.offline.exists("driver_last")
             status, doc = _post(port, {**good, "rows": {"driver_id": [1]}}, "writer")
             assert status == 422 and "missing" in doc["message"], doc
+            # the lookup routes' JSON check: the same words, naming the push request
+            status, doc = _post(port, [good], "writer")
+            assert status == 422 and doc["field"] == "body" and doc["value"] == "'list'", doc
+            assert "must be a JSON object" in doc["message"] and "push_id" in doc["hint"]
             status, doc = _post(port, good, "writer")
             assert status == 200 and (doc["rows"], doc["offline_written"]) == (2, 2), doc
             status, doc = _post(port, good, "writer")  # the client's retry
