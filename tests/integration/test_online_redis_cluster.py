@@ -30,6 +30,7 @@ from featurestore.stores.view_specs import online_schema
 from tests.fixtures.redis_cluster import ClusterNode, RedisClusterServers
 from tests.integration.test_server import DRIVERS, END, FEATURES, NOW_HOUR, VIEW, Server
 from tests.unit.stores.online_contract import (
+    HOUR_US,
     T0,
     WRITERS,
     OnlineStoreContract,
@@ -153,6 +154,47 @@ def test_bulk_writes_go_per_slot_to_every_master(
     probe = list(range(0, n, 37))
     got = store.read([ReadRequest(schema, {"id": probe})])[0].features["x"]
     assert got == [-i if i % 2 else i for i in probe]
+    for c in clients:
+        c.close()
+    store.close()
+
+
+def test_ttl_views_take_one_set_nx_per_new_key_on_every_master(
+    redis_cluster_url: str, redis_cluster: RedisClusterServers
+) -> None:
+    """A view with a retention: new keys go out as SET ... PXAT ... NX (no script, no
+    cross-slot call), each with its deadline; existing keys then go through the CAS."""
+    store = RedisClusterOnlineStore(redis_cluster_url, chunk_size=50)
+    schema = schema_for({"x": "int64"}, ttl_us=HOUR_US)
+    assert schema.retention_us is not None
+    clients = [redis.Redis(port=n.port) for n in redis_cluster.nodes]
+    for c in clients:
+        c.config_resetstat()
+    n = 6_000
+    ids = np.arange(n, dtype=np.int64)
+    events = ids * 1_000 + T0 + 1  # not whole milliseconds
+    batch = WriteBatch(keys={"id": ids}, event_ts=events, created_ts=events, features={"x": ids})
+    assert store.write(schema, batch).written == n
+    stats = [c.info("commandstats") for c in clients]
+    assert sum(s.get("cmdstat_set", {}).get("calls", 0) for s in stats) == n
+    assert all(s.get("cmdstat_set", {}).get("calls", 0) > 1000 for s in stats)
+    assert all("cmdstat_evalsha" not in s for s in stats)
+    # every key's deadline: its retention end in whole milliseconds, rounded up
+    codec = codec_for(schema)
+    probe = list(range(0, n, 97))
+    cluster = redis.RedisCluster(host="127.0.0.1", port=redis_cluster.nodes[0].port)
+    for i in probe:
+        key = codec.key_prefix + b"i" + int(i).to_bytes(8, "big", signed=True) + codec.key_suffix
+        ms = int(cluster.execute_command("PEXPIRETIME", key))
+        assert ms == -(-(int(events[i]) + schema.retention_us) // 1000)
+    cluster.close()
+    older = WriteBatch(
+        keys={"id": ids}, event_ts=events - (ids % 2), created_ts=events, features={"x": -ids}
+    )
+    assert store.write(schema, older).written == 0  # all stale: the script said no
+    assert sum(c.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0) for c in clients)
+    got = store.read([ReadRequest(schema, {"id": probe})])[0].features["x"]
+    assert got == probe
     for c in clients:
         c.close()
     store.close()

@@ -1,8 +1,9 @@
 """Redis backend: batched atomic compare-and-set writes, reads in one MGET.
 
-Writes go out a chunk of keys per atomic command (``redis_cas.py``: a Lua script,
-or MSETNX while the keys are new), pipelined on one connection. A write
-interrupted by a failure may be retried as a whole, since CAS makes it idempotent.
+Writes go out a chunk of keys per call (``redis_cas.py``: a Lua script, or while
+the keys are new MSETNX, or one SET ... PXAT ... NX per key for a view with a
+retention), pipelined on one connection. A write interrupted by a failure may be
+retried as a whole, since CAS makes it idempotent.
 
 Timeouts are short and bounded (``timeout_s``, default 0.5 s); every connection
 failure becomes ``OnlineStoreUnavailable`` naming the URL. Nothing needs a
@@ -146,8 +147,8 @@ class RedisOnlineStore:
         pool = self._client.connection_pool
         conn = pool.get_connection()
         pack: Pack = partial(_pack, conn)
-        # MSETNX is worth a try for bulk writes only: a small write to existing keys
-        # (the stream engine's) would pay a second round trip for nothing
+        # MSETNX / SET NX are worth a try for bulk writes only: a small write to existing
+        # keys (the stream engine's) would pay a second round trip for nothing
         fresh = FreshHint(len(prepared) >= self.chunk_size)
         calls = chunk_calls(codec, prepared, chunk_size=self.chunk_size, pack=pack, fresh=fresh)
         try:

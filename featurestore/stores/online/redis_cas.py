@@ -1,19 +1,32 @@
 """Batched compare-and-set writes to Redis: the Lua script and the pipelined sender.
 
-Rows go out in chunks of ``chunk_size`` keys, one atomic command per chunk:
+Rows go out in chunks of ``chunk_size`` keys, one call per chunk:
 
 - ``EVALSHA`` of ``CAS_SCRIPT``: one MGET of the stored headers, keep the rows
   whose (event_ts, created_ts) is strictly newer, one MSET of those (+ one
-  ``PEXPIREAT`` per key when the schema has a retention).
-- ``MSETNX`` for bulk writes to a schema without retention, tried first while the keys
-  turn out to be new (a first materialization, or a new schema_id): it stores the
-  whole chunk only when none of its keys exists, which is a correct CAS (anything
-  is newer than nothing) at a fraction of the script's cost. When a key exists it
-  stores nothing and the chunk is sent again through the script, and the rest of
-  the batch goes straight to the script. A chunk holding the same key twice never
-  takes this path, since MSETNX would keep the last row rather than the newest.
+  ``PEXPIREAT`` per key when the schema has a retention). Atomic per chunk.
+- while the keys turn out to be new (a first materialization, or a new schema_id),
+  bulk writes first try a command that stores only what does not exist yet, which
+  is a correct CAS (anything is newer than nothing) at a fraction of the script's
+  cost. Without a retention: one ``MSETNX`` per chunk, which stores the whole chunk
+  or, when a key exists, nothing. With one: one ``SET key value PXAT <ms> NX`` per
+  key (value and deadline set together, atomically), pipelined, the chunk's RESP
+  packed and its replies read in bulk (``redis_bulk.py``); only the keys that
+  existed (nil replies) are sent again through the script. Either way, once a key
+  turns out to exist the rest of the batch goes straight to the script
+  (``FreshHint``). A chunk holding the same key twice goes to the script whole,
+  which keeps the newest of its rows in one step (MSETNX would keep the last one;
+  SET NX would store the first and need a second round trip for the others).
 
-Up to ``in_flight`` commands are outstanding on one connection, so encoding the
+Why one command per key for deadlines: Redis 7 has no multi-key command that sets
+expiries (MSETEX, one deadline for all keys, came in 8.4), and inside a script
+every command costs Redis about 2 us, while a pipelined ``SET ... PXAT ... NX`` of a
+new key costs it about 2-2.7 us in all, against 3.2-3.5 us for the script
+(``benchmarks/online_store.py``, 500k new keys). In the script, one ``SET ... PXAT``
+per key in place of MSET + PEXPIREAT costs Redis 7-20% more, so existing keys keep
+MSET + PEXPIREAT.
+
+Up to ``in_flight`` calls are outstanding on one connection, so encoding the
 next chunk overlaps with Redis running the last ones.
 """
 
@@ -28,6 +41,7 @@ from typing import Any, Literal
 import redis
 
 from featurestore.stores.online.encoding import Codec
+from featurestore.stores.online.redis_bulk import pack_set_nx, read_replies
 from featurestore.stores.online.writes import PreparedRows
 
 # KEYS: record keys. ARGV[1]: "1" when each value is followed by its PEXPIREAT
@@ -85,54 +99,98 @@ Pack = Callable[[tuple[Any, ...]], bytes]
 class Call:
     packed: bytes
     rows: int
-    kind: Literal["cas", "fresh", "load"]  # fresh: MSETNX; load: SCRIPT LOAD
-    cas: Callable[[], bytes] | None = None  # a "fresh" call's script fallback
+    # cas: EVALSHA, one reply; fresh: MSETNX, one reply; fresh_ttl: one SET ... NX
+    # per row, one reply each; load: SCRIPT LOAD
+    kind: Literal["cas", "fresh", "fresh_ttl", "load"]
+    # the script call of a fresh call's rows: all of them when called without an
+    # argument, else those at the given positions of the chunk
+    cas: Callable[..., bytes] | None = None
     attempt: int = 1
     position: int = 0  # order in which it was sent, loads included
 
 
 class FreshHint:
-    """Whether MSETNX is still worth trying in this batch."""
+    """Whether storing only what does not exist yet (MSETNX, SET NX) is still worth
+    trying in this batch."""
 
     def __init__(self, hopeful: bool) -> None:
         self.hopeful = hopeful
+
+
+def script_call(
+    pack: Pack, keys: list[bytes], values: list[bytes], deadlines_ms: list[bytes] | None
+) -> bytes:
+    """The packed ``EVALSHA`` of ``CAS_SCRIPT`` for these rows."""
+    if deadlines_ms is None:
+        return pack(("EVALSHA", CAS_SHA, len(keys), *keys, b"0", *values))
+    argv: list[bytes] = [b""] * (2 * len(keys))
+    argv[0::2] = values
+    argv[1::2] = deadlines_ms
+    return pack(("EVALSHA", CAS_SHA, len(keys), *keys, b"1", *argv))
+
+
+def chunk_call(
+    keys: list[bytes],
+    values: list[bytes],
+    deadlines_ms: list[bytes] | None,
+    *,
+    pack: Pack,
+    fresh: FreshHint,
+) -> Call:
+    """The call that writes one chunk: the script, or while ``fresh`` is hopeful and
+    no key repeats, MSETNX (no deadline) or one SET ... PXAT ... NX per row."""
+
+    def cas(positions: list[int] | None = None) -> bytes:
+        if positions is None:
+            return script_call(pack, keys, values, deadlines_ms)
+        return script_call(
+            pack,
+            [keys[i] for i in positions],
+            [values[i] for i in positions],
+            None if deadlines_ms is None else [deadlines_ms[i] for i in positions],
+        )
+
+    n = len(keys)
+    if not fresh.hopeful or len(set(keys)) != n:
+        return Call(cas(), n, "cas")
+    if deadlines_ms is None:
+        pairs: list[bytes] = [b""] * (2 * n)
+        pairs[0::2] = keys
+        pairs[1::2] = values
+        return Call(pack(("MSETNX", *pairs)), n, "fresh", cas)
+    return Call(pack_set_nx(keys, values, deadlines_ms), n, "fresh_ttl", cas)
+
+
+def deadlines_ms(prepared: PreparedRows, first: int, stop: int) -> list[bytes] | None:
+    """Rows ``first:stop``'s retention deadlines as PEXPIREAT arguments, or None when
+    the schema keeps records for ever: whole milliseconds, rounded up so a key never
+    vanishes before its deadline."""
+    deadline = prepared.deadline_us
+    if deadline is None:
+        return None
+    ms: list[bytes] = (-(-deadline[first:stop] // 1000)).astype("S20").tolist()
+    return ms
 
 
 def chunk_calls(
     codec: Codec, prepared: PreparedRows, *, chunk_size: int, pack: Pack, fresh: FreshHint
 ) -> Iterator[Call]:
     """One call per chunk, encoded a slice of chunks at a time."""
-    deadline = prepared.deadline_us
-    flag = b"0" if deadline is None else b"1"
     step = chunk_size * _CHUNKS_PER_SLICE
     for first in range(0, len(prepared), step):
         keys, values = prepared.records(
             first, first + step, prefix=codec.key_prefix, suffix=codec.key_suffix
         )
-        expiry = None
-        if deadline is not None:
-            # whole milliseconds, rounded up so a key never vanishes before its deadline
-            expiry = (-(-deadline[first : first + step] // 1000)).astype("S20").tolist()
+        expiry = deadlines_ms(prepared, first, first + step)
         for start in range(0, len(keys), chunk_size):
-            ks = keys[start : start + chunk_size]
-            vs = values[start : start + chunk_size]
-            if expiry is None:
-                argv = vs
-            else:
-                argv = [b""] * (2 * len(ks))
-                argv[0::2] = vs
-                argv[1::2] = expiry[start : start + chunk_size]
-
-            def cas(ks: list[bytes] = ks, argv: list[bytes] = argv) -> bytes:
-                return pack(("EVALSHA", CAS_SHA, len(ks), *ks, flag, *argv))
-
-            if fresh.hopeful and expiry is None and len(set(ks)) == len(ks):
-                pairs: list[bytes] = [b""] * (2 * len(ks))
-                pairs[0::2] = ks
-                pairs[1::2] = vs
-                yield Call(pack(("MSETNX", *pairs)), len(ks), "fresh", cas)
-            else:
-                yield Call(cas(), len(ks), "cas")
+            stop = start + chunk_size
+            yield chunk_call(
+                keys[start:stop],
+                values[start:stop],
+                None if expiry is None else expiry[start:stop],
+                pack=pack,
+                fresh=fresh,
+            )
 
 
 def send_calls(
@@ -142,8 +200,9 @@ def send_calls(
 
     A NOSCRIPT reply (first use, restart, failover, SCRIPT FLUSH) queues a SCRIPT
     LOAD behind the calls already sent, unless one is already queued after the
-    failed call, and then sends that call again. The caller disconnects ``conn``
-    if this raises, since replies may still be queued on it.
+    failed call, and then sends that call again. Rows that a fresh call could not
+    store (their key exists) are sent again through the script. The caller
+    disconnects ``conn`` if this raises, since replies may still be queued on it.
     """
     written = 0
     sent = 0
@@ -157,9 +216,25 @@ def send_calls(
         pending.append(call)
         sent += 1
 
+    def settle_fresh_ttl(call: Call) -> None:
+        nonlocal written
+        replies = read_replies(conn, call.rows)
+        if None not in replies:  # every key was new: all stored
+            written += call.rows
+            return
+        existed = [i for i, reply in enumerate(replies) if reply is None]
+        written += call.rows - len(existed)
+        fresh.hopeful = False  # keys exist: the rest of the batch goes to the script
+        if call.cas is None:
+            raise TypeError("a fresh_ttl Call needs its script fallback (Call.cas) to resend rows")
+        send(Call(call.cas(existed), len(existed), "cas"))
+
     def settle() -> None:
         nonlocal written, last_load
         call = pending.popleft()
+        if call.kind == "fresh_ttl":
+            settle_fresh_ttl(call)
+            return
         try:
             reply = conn.read_response()
         except redis.exceptions.NoScriptError:

@@ -28,7 +28,7 @@ from redis.crc import key_slot
 
 from featurestore.stores.online.encoding import Codec
 from featurestore.stores.online.keys import join_keys
-from featurestore.stores.online.redis_cas import CAS_SHA, Call, FreshHint, Pack
+from featurestore.stores.online.redis_cas import Call, FreshHint, Pack, chunk_call, deadlines_ms
 from featurestore.stores.online.writes import PreparedRows
 
 SLOTS = 16384
@@ -113,40 +113,24 @@ def slot_calls(
 ) -> Iterator[Call]:
     """Calls (as ``redis_cas.chunk_calls`` builds them) for rows ``start:stop`` of
     ``prepared``, whose rows are sorted by slot (``slots``); no call spans two slots."""
-    deadline = prepared.deadline_us
-    flag = b"0" if deadline is None else b"1"
     for first in range(start, stop, _ROWS_PER_SLICE):
         last = min(first + _ROWS_PER_SLICE, stop)
         keys, values = prepared.records(
             first, last, prefix=codec.key_prefix, suffix=codec.key_suffix
         )
-        expiry = None
-        if deadline is not None:
-            # whole milliseconds, rounded up so a key never vanishes before its deadline
-            expiry = (-(-deadline[first:last] // 1000)).astype("S20").tolist()
+        expiry = deadlines_ms(prepared, first, last)
         cuts = np.flatnonzero(np.diff(slots[first:last])) + 1
         bounds = [0, *cuts.tolist(), last - first]
         for run_start, run_stop in pairwise(bounds):
             for a in range(run_start, run_stop, chunk_size):
                 b = min(a + chunk_size, run_stop)
-                ks, vs = keys[a:b], values[a:b]
-                if expiry is None:
-                    argv = vs
-                else:
-                    argv = [b""] * (2 * len(ks))
-                    argv[0::2] = vs
-                    argv[1::2] = expiry[a:b]
-
-                def cas(ks: list[bytes] = ks, argv: list[bytes] = argv) -> bytes:
-                    return pack(("EVALSHA", CAS_SHA, len(ks), *ks, flag, *argv))
-
-                if fresh.hopeful and expiry is None and len(set(ks)) == len(ks):
-                    pairs: list[bytes] = [b""] * (2 * len(ks))
-                    pairs[0::2] = ks
-                    pairs[1::2] = vs
-                    yield Call(pack(("MSETNX", *pairs)), len(ks), "fresh", cas)
-                else:
-                    yield Call(cas(), len(ks), "cas")
+                yield chunk_call(
+                    keys[a:b],
+                    values[a:b],
+                    None if expiry is None else expiry[a:b],
+                    pack=pack,
+                    fresh=fresh,
+                )
 
 
 def owners(slots_cache: dict[int, list[Any]]) -> tuple[np.ndarray, list[Any]]:
