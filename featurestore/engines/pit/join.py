@@ -103,7 +103,7 @@ def point_in_time_join(
         if codes is None:
             codes = _KeyCodes(spine, view.spine_keys, chunk_rows, ts_null)
             dictionaries[view.spine_keys] = codes
-        frame = _collect(view)
+        frame = _collect(spine, view)
         rows = _ViewRows(view, frame, codes)
         ttl = -1 if view.ttl_us is None else view.ttl_us
         # Without a created_ts column every row counts as known in time.
@@ -387,15 +387,32 @@ def event_time_bounds(
     return after, from_us(hi)
 
 
-def _collect(view: FeatureFrame) -> pl.DataFrame:
-    """The columns the join needs, as a DataFrame."""
+def _collect(spine: pl.DataFrame, view: FeatureFrame) -> pl.DataFrame:
+    """The columns the join needs, as a DataFrame, checked against the spine.
+
+    The schema is checked on what was read: resolving a lazy scan's schema first
+    (a Delta table's log, say) would cost as much again as planning the read. A
+    missing column fails the read, and is then named from the scan's schema.
+    """
     columns = list(dict.fromkeys([*view.join_keys, view.event_ts, *view.features]))
     if view.created_ts is not None and view.created_ts not in columns:
         columns.append(view.created_ts)
-    return view.frame.lazy().select(columns).collect()
+    try:
+        frame = view.frame.lazy().select(columns).collect()
+    except pl.exceptions.ColumnNotFoundError:
+        schema = (
+            view.frame.collect_schema()
+            if isinstance(view.frame, pl.LazyFrame)
+            else view.frame.schema
+        )
+        _check_schema(spine, view, schema)
+        raise
+    _check_schema(spine, view, frame.schema)
+    return frame
 
 
 def _check_views(spine: pl.DataFrame, views: Sequence[FeatureFrame]) -> None:
+    """What can be checked before reading anything: shapes and output names."""
     taken = {name: "the spine" for name in spine.columns}
     for view in views:
         obj = f"view {view.name!r}"
@@ -413,37 +430,13 @@ def _check_views(spine: pl.DataFrame, views: Sequence[FeatureFrame]) -> None:
             )
         if view.ttl_us is not None and view.ttl_us < 0:
             raise DataError("ttl must not be negative", obj=obj, field="ttl_us", value=view.ttl_us)
-        schema = (
-            view.frame.collect_schema()
-            if isinstance(view.frame, pl.LazyFrame)
-            else view.frame.schema
-        )
-        needed = [*view.join_keys, view.event_ts, *view.features]
-        if view.created_ts is not None:
-            needed.append(view.created_ts)
-        for column in needed:
-            if column not in schema:
-                raise DataError(
-                    "column is missing from the feature frame",
-                    obj=obj,
-                    field=column,
-                    hint=f"Columns present: {', '.join(schema.names())}",
-                )
-        for fkey, skey in zip(view.join_keys, view.spine_keys, strict=True):
+        for skey in view.spine_keys:
             if skey not in spine.schema:
                 raise DataError(
                     "join key column is missing from the spine",
                     obj=obj,
                     field=skey,
                     hint=f"Spine columns: {', '.join(spine.columns)}",
-                )
-            if spine.schema[skey] != schema[fkey]:
-                raise DataError(
-                    f"join key dtype {schema[fkey]} does not match the spine column "
-                    f"{skey!r} of dtype {spine.schema[skey]}",
-                    obj=obj,
-                    field=fkey,
-                    hint=f"Cast one side, e.g. pl.col({skey!r}).cast(pl.{schema[fkey]})",
                 )
         for name in view.output_names:
             if name in taken:
@@ -454,3 +447,28 @@ def _check_views(spine: pl.DataFrame, views: Sequence[FeatureFrame]) -> None:
                     hint="Rename the output (full_feature_names=True gives view__feature)",
                 )
             taken[name] = obj
+
+
+def _check_schema(spine: pl.DataFrame, view: FeatureFrame, schema: pl.Schema) -> None:
+    """The view's columns are there, and its keys have the spine keys' dtypes."""
+    obj = f"view {view.name!r}"
+    needed = [*view.join_keys, view.event_ts, *view.features]
+    if view.created_ts is not None:
+        needed.append(view.created_ts)
+    for column in needed:
+        if column not in schema:
+            raise DataError(
+                "column is missing from the feature frame",
+                obj=obj,
+                field=column,
+                hint=f"Columns present: {', '.join(schema.names())}",
+            )
+    for fkey, skey in zip(view.join_keys, view.spine_keys, strict=True):
+        if spine.schema[skey] != schema[fkey]:
+            raise DataError(
+                f"join key dtype {schema[fkey]} does not match the spine column "
+                f"{skey!r} of dtype {spine.schema[skey]}",
+                obj=obj,
+                field=fkey,
+                hint=f"Cast one side, e.g. pl.col({skey!r}).cast(pl.{schema[fkey]})",
+            )

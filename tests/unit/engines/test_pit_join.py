@@ -258,6 +258,9 @@ def test_missing_columns_are_named():
         _x(_spine([1], [0]), _rows([1], [0]).rename({"k": "id"}), keys=("id",), spine_keys=("id",))
     with pytest.raises(DataError, match=r"view 'v', field y.*missing from the feature frame"):
         _x(_spine([1], [0]), _rows([1], [0]), features=("y",))
+    # a lazy scan: the failed read is named from the scan's schema
+    with pytest.raises(DataError, match=r"view 'v', field y.*missing from the feature frame"):
+        _x(_spine([1], [0]), _rows([1], [0]).lazy(), features=("y",))
 
 
 def test_key_dtype_mismatch_names_view_column_and_fix():
