@@ -135,3 +135,21 @@ def _warm_aggregates() -> None:
                 aggregations=aggregations,
                 strategy=strategy,  # type: ignore[arg-type]
             )
+        # The sorted path's other kernels: created_ts running maxima (as of known
+        # time) over an input in many runs of keys (a shuffled one); prefix sums
+        # and trees for windows of more events than are summed one by one (one
+        # key with many events); and the layout built along with the first value
+        # column, float or int (count() comes first above).
+        by_source = sorted(aggregations, key=lambda a: a[1] != "i")
+        for known, frames, aggs in (
+            (True, _frames("k", keys * 200), by_source),
+            (False, _frames("k", keys[:1] * 40), aggregations[len(windows) :]),
+        ):
+            aggregate_spine(
+                events=frames[1],
+                spine=frames[0],
+                keys=["k"],
+                aggregations=aggs,
+                as_of_known_time=known,
+                strategy="sorted",
+            )

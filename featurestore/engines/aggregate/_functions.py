@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from featurestore.engines.aggregate._layout import _upper
+
 
 @njit(cache=True)
 def count_valid(
@@ -83,7 +85,7 @@ def build_sum_tree(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return tree
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _tree_sum(tree: np.ndarray, lo: int, hi: int) -> float:
     size = len(tree) // 2
     left = 0.0
@@ -226,7 +228,7 @@ def stddev_moments(
     return means, m2s
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _pick(a: Any, b: Any, is_max: bool) -> Any:
     """The better of two values, skipping NaN (a no-op test for integers)."""
     if a != a:
@@ -270,7 +272,6 @@ def best(
     """Min or max per query, NaN skipped; ``neutral`` (NaN, or the dtype's extreme)
     stands for "nothing yet" and is returned for windows without values."""
     out = np.full(len(lo), neutral)
-    size = len(tree) // 2
     for i in range(len(order)):
         q = order[i]
         acc = neutral
@@ -279,22 +280,161 @@ def best(
                 if valid[j]:
                     acc = _pick(acc, x[j], is_max)
         else:
-            a = lo[i] + size
-            b = mid[i] + size
-            while a < b:
-                if a & 1:
-                    acc = _pick(acc, tree[a], is_max)
-                    a += 1
-                if b & 1:
-                    b -= 1
-                    acc = _pick(acc, tree[b], is_max)
-                a >>= 1
-                b >>= 1
+            acc = _tree_best(tree, lo[i], mid[i], acc, is_max)
         for j in range(mid[i], hi[i]):
             if valid[j] and cts[j] <= teff[i]:
                 acc = _pick(acc, x[j], is_max)
         out[q] = acc
     return out
+
+
+# Columns of ``window_stats``' ``need``: what a window's specs read besides the count.
+NEED_SUM, NEED_MIN, NEED_MAX = range(3)
+
+
+@njit(nogil=True, cache=True)
+def window_stats(
+    a: int,
+    b: int,
+    slots: np.ndarray,
+    order: np.ndarray,
+    slot_keys: np.ndarray,
+    slot_ts: np.ndarray,
+    gs: np.ndarray,
+    ge: np.ndarray,
+    ets: np.ndarray,
+    pmx: np.ndarray,
+    cts: np.ndarray,
+    as_of: bool,
+    x: np.ndarray,
+    xb: np.ndarray,
+    valid: np.ndarray,
+    windows: np.ndarray,
+    need: np.ndarray,
+    direct_max: int,
+    sum_tree: np.ndarray,
+    int_prefix: np.ndarray,
+    low_tree: np.ndarray,
+    high_tree: np.ndarray,
+    valid_prefix: np.ndarray,
+    have_trees: bool,
+    neutral_min: Any,
+    neutral_max: Any,
+    n_out: np.ndarray,
+    total_out: np.ndarray,
+    low_out: np.ndarray,
+    high_out: np.ndarray,
+    late: np.ndarray,
+) -> int:
+    """count, sum, min and max of every window of each query slot in one visit:
+    the slot's key group is found once, and its windows share the reads.
+
+    Slots ``a..b``, or ``slots[a:b]`` when ``slots`` is not empty, with the
+    queries' order, keys and times in slot order (``Workload``); ``gs``/``ge``,
+    ``ets``, ``pmx`` (created_ts running max, read with ``as_of``) and ``cts`` are
+    the sorted layout (``EventIndex``). ``x`` holds the values for sums, ``xb`` for
+    min/max (``Values.ordered``, which also gives the neutral start values);
+    ``valid`` is empty when every value is. ``windows[w] = (width, hop)`` and
+    ``need[w]`` flags ``NEED_*``. Results land at each query's own index in row w
+    of ``n_out``, ``total_out``, ``low_out``, ``high_out`` (min/max 0 when the
+    window has no values).
+
+    Runs of at most ``direct_max`` events are read one by one in layout order, as
+    the per-function kernels do; a longer one reads the prefix sums and trees
+    (those the windows need, the others empty; ``_sorted`` builds them). Without
+    them (``have_trees`` False) such a slot is listed in ``late[a:]`` and skipped:
+    returns how many were, for a second call with the trees.
+
+    Arrays come one by one, not in tuples: Numba reference-counts arrays taken
+    out of a tuple, atomically, and with several threads on the same arrays that
+    made this loop three times slower.
+    """
+    every = len(valid) == 0
+    n_keys = len(gs)
+    zero = np.zeros(1, x.dtype)[0]
+    zero_b = np.zeros(1, xb.dtype)[0]
+    n_late = 0
+    for r in range(a, b):
+        i = slots[r] if len(slots) else r
+        q = order[i]
+        k = slot_keys[i]
+        s, e = 0, 0
+        if 0 <= k < n_keys:
+            s, e = gs[k], ge[k]
+        h, top, t_prev, w_prev = 0, 0, 0, 0
+        for w in range(len(windows)):
+            width, hop = windows[w, 0], windows[w, 1]
+            t = slot_ts[i] if hop <= 0 else (slot_ts[i] // hop) * hop
+            if w == 0 or t != t_prev:
+                h = _upper(ets, s, e, t)
+                top, t_prev = h, t
+            # At the same t, a wider window starts no later than a narrower one, so
+            # its search can stop at that start (windows come by width).
+            lw = s
+            if width > 0:
+                lw = _upper(ets, s, top if width >= w_prev else h, t - width)
+                top, w_prev = lw, width
+            m = h
+            if as_of:
+                m = min(max(_upper(pmx, s, h, t), lw), h)
+            f_sum, f_min, f_max = need[w, NEED_SUM], need[w, NEED_MIN], need[w, NEED_MAX]
+            c, tot, lo_v, hi_v = 0, zero, neutral_min, neutral_max
+            start = lw
+            if m - lw > direct_max:
+                if have_trees:
+                    c = m - lw if every else valid_prefix[m] - valid_prefix[lw]
+                    if f_sum and x.dtype.kind == "f":
+                        tot = _tree_sum(sum_tree, lw, m)
+                    elif f_sum:
+                        tot = int_prefix[m] - int_prefix[lw]  # int64 wraps: exact
+                    if f_min:
+                        lo_v = _tree_best(low_tree, lw, m, lo_v, False)
+                    if f_max:
+                        hi_v = _tree_best(high_tree, lw, m, hi_v, True)
+                elif every and not (f_sum or f_min or f_max):
+                    c = m - lw
+                else:
+                    late[a + n_late] = i
+                    n_late += 1
+                    break
+                start = m
+            # The run lw..m-1 directly (unless done above), then the events of
+            # m..h-1 that are known by t, in position order.
+            for j in range(start, h):
+                if (every or valid[j]) and (j < m or cts[j] <= t):
+                    c += 1
+                    if f_sum:
+                        tot += x[j]
+                    if f_min:
+                        lo_v = _pick(lo_v, xb[j], False)
+                    if f_max:
+                        hi_v = _pick(hi_v, xb[j], True)
+            n_out[w, q] = c
+            if f_sum:
+                total_out[w, q] = tot
+            if f_min:
+                low_out[w, q] = lo_v if c > 0 else zero_b
+            if f_max:
+                high_out[w, q] = hi_v if c > 0 else zero_b
+    return n_late
+
+
+@njit(cache=True, inline="always")
+def _tree_best(tree: np.ndarray, lo: int, hi: int, acc: Any, is_max: bool) -> Any:
+    """``acc`` picked with the min (or max) of leaves ``lo..hi-1`` of a best tree."""
+    size = len(tree) // 2
+    a = lo + size
+    b = hi + size
+    while a < b:
+        if a & 1:
+            acc = _pick(acc, tree[a], is_max)
+            a += 1
+        if b & 1:
+            b -= 1
+            acc = _pick(acc, tree[b], is_max)
+        a >>= 1
+        b >>= 1
+    return acc
 
 
 @njit(cache=True)

@@ -51,7 +51,7 @@ def scan(
     """Accumulate every event into the query slots of its key.
 
     ``run_starts`` cuts the events into runs of ascending key codes (see
-    ``key_stats``). The runs are merged by key, so each key's slots are finished
+    ``run_starts``). The runs are merged by key, so each key's slots are finished
     before the next key's: accumulators stream through the cache once instead of
     once per run. Within a key, events still go in input order. With more runs
     than keys the merge would cost more than it saves: events go in input order.
@@ -186,19 +186,27 @@ def by_query(acc: np.ndarray, order: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def key_stats(codes: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
-    """Events per key code, and where the runs of ascending codes start (plus the
-    end): one run when the events are ordered by key, about n/2 when shuffled.
-    Codes outside 0..n_keys-1 (dropped events) neither count nor break a run."""
-    hist = np.zeros(n_keys, np.int64)
-    cuts = [0]
+def run_starts(codes: np.ndarray, n_keys: int) -> np.ndarray:
+    """Where the runs of ascending key codes start, plus the end: one run when the
+    events are ordered by key, about n/2 when shuffled. Codes outside 0..n_keys-1
+    (dropped events) do not break a run."""
+    n_cuts = 2
     prev = -1
     for i in range(len(codes)):
         k = codes[i]
         if 0 <= k < n_keys:
-            hist[k] += 1
-            if k < prev:
-                cuts.append(i)
+            n_cuts += k < prev
             prev = k
-    cuts.append(len(codes))
-    return hist, np.array(cuts, np.int64)
+    cuts = np.empty(n_cuts, np.int64)
+    cuts[0] = 0
+    cuts[-1] = len(codes)
+    c = 1
+    prev = -1
+    for i in range(len(codes)):
+        k = codes[i]
+        if 0 <= k < n_keys:
+            if k < prev:
+                cuts[c] = i
+                c += 1
+            prev = k
+    return cuts

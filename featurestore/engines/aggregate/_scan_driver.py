@@ -64,7 +64,6 @@ def _scan_group(
     _, neutral_max = vals.ordered(x[:0], True)
     if x.dtype.kind == "f":
         neutral_min = neutral_max = np.float64(np.nan)
-    work.pairs_and_runs()  # makes work.run_starts
     widths = np.array([w for w, _ in windows], np.int64)
 
     def run(need: np.ndarray, rank: np.ndarray, only: np.ndarray) -> tuple[Any, ...]:

@@ -26,6 +26,7 @@ original column, so they keep any dtype (lists included), and break ties on
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -33,6 +34,7 @@ import pyarrow as pa
 
 from featurestore._dtypes import from_polars
 from featurestore._time import utc_column
+from featurestore.engines import _memory
 from featurestore.engines.aggregate._keys import code_int_keys
 from featurestore.engines.aggregate._ties import value_order
 from featurestore.engines.aggregate.kernels import Strategy, Workload, aggregate_column
@@ -82,28 +84,37 @@ def aggregate_spine(
                 field=needed,
                 hint=f"Columns present: {', '.join(present)}",
             )
-    ets_expr = utc_column(lazy, event_ts, obj=obj)
-    cts_expr = ets_expr if created_ts is None else utc_column(lazy, created_ts, obj=obj)
+    # Without created_ts the event times serve as both: one column, one array.
+    times = {"__fs_ets": (utc_column(lazy, event_ts, obj=obj), event_ts)}
+    if created_ts is not None:
+        times["__fs_cts"] = (utc_column(lazy, created_ts, obj=obj), created_ts)
     sources: dict[str, pl.Expr] = {}
     for _, column, _ in aggregations:
         if column is not None:
             expr = pl.col(column) if isinstance(column, str) else column
             sources.setdefault(_source_id(column), expr)
     names = {sid: f"__fs_v{i}" for i, sid in enumerate(sources)}
+    columns = [
+        *keys,
+        *[expr.to_physical().alias(col) for col, (expr, _) in times.items()],
+        *[expr.alias(names[sid]) for sid, expr in sources.items()],
+    ]
     try:
-        ev = lazy.select(
-            *keys,
-            ets_expr.to_physical().alias("__fs_ets"),
-            cts_expr.to_physical().alias("__fs_cts"),
-            *[expr.alias(names[sid]) for sid, expr in sources.items()],
-        ).collect()
+        # A DataFrame is selected eagerly: its columns stay single chunks that numpy
+        # views without a copy (a lazy query hands back ~10 chunks per column, and
+        # to_numpy then copies each column).
+        ev = (
+            events.select(columns)
+            if isinstance(events, pl.DataFrame)
+            else lazy.select(columns).collect()
+        )
     except pl.exceptions.PolarsError as exc:  # an expression that does not fit the events
         raise DataError(
             f"cannot evaluate the aggregated expressions: {exc}",
             obj=obj,
             hint="Check the column expressions against the events' schema",
         ) from exc
-    for col, what in (("__fs_ets", event_ts), ("__fs_cts", created_ts or event_ts)):
+    for col, (_, what) in times.items():
         if (nulls := ev[col].null_count()) > 0:
             raise DataError(
                 f"{nulls} event(s) have a null timestamp",
@@ -116,12 +127,13 @@ def aggregate_spine(
     q_ts_series = q_ts.to_series()
     if q_ts_series.has_nulls():
         query_codes[q_ts_series.is_null().to_numpy()] = -1  # no time, no window
+    ets = ev["__fs_ets"].to_numpy()
     work = Workload(
         event_keys=event_codes,
-        event_ts=ev["__fs_ets"].to_numpy(),
-        created_ts=ev["__fs_cts"].to_numpy(),
+        event_ts=ets,
+        created_ts=ev["__fs_cts"].to_numpy() if created_ts is not None else ets,
         query_keys=query_codes,
-        query_ts=q_ts_series.fill_null(0).to_numpy(),
+        query_ts=_filled(q_ts_series).to_numpy(),
         n_keys=n_keys,
         as_of_known_time=as_of_known_time,
         strategy=strategy,
@@ -221,14 +233,19 @@ def _key_codes(
     return codes[0], codes[1], uniq.height
 
 
+def _filled(s: pl.Series, value: Any = 0) -> pl.Series:
+    """``s`` with nulls replaced by ``value``; ``s`` itself (no copy) without nulls."""
+    return s.fill_null(value) if s.has_nulls() else s
+
+
 def _int_array(s: pl.Series) -> np.ndarray:
     # uint64 keys above 2**63 wrap to negative int64: still one code per key.
-    filled = s.fill_null(0) if s.has_nulls() else s
-    return filled.to_numpy().astype(np.int64, copy=False)
+    return _filled(s).to_numpy().astype(np.int64, copy=False)
 
 
 def _not_null(s: pl.Series) -> np.ndarray:
-    return s.is_not_null().to_numpy() if s.has_nulls() else np.ones(len(s), bool)
+    """Validity of ``s``, or an empty array when nothing is null (``_keys``)."""
+    return s.is_not_null().to_numpy() if s.has_nulls() else np.zeros(0, bool)
 
 
 def _swap(coded: tuple[np.ndarray, np.ndarray, int]) -> tuple[np.ndarray, np.ndarray, int]:
@@ -239,9 +256,10 @@ def _swap(coded: tuple[np.ndarray, np.ndarray, int]) -> tuple[np.ndarray, np.nda
 def _aggregate_source(
     work: Workload, series: pl.Series | None, items: list[tuple[str, WindowSpec]], *, obj: str
 ) -> dict[str, pl.Series]:
+    to_series = _SeriesMaker()
     if series is None:
         results = aggregate_column(work, values=None, valid=None, specs=[s for _, s in items])
-        return {name: _to_series(name, *res) for (name, _), res in zip(items, results, strict=True)}
+        return {name: to_series(name, *res) for (name, _), res in zip(items, results, strict=True)}
     try:
         dtype = from_polars(series.dtype)
     except ValueError:
@@ -260,12 +278,13 @@ def _aggregate_source(
     if counts:
         results = aggregate_column(work, values=None, valid=valid, specs=[s for _, s in counts])
         out.update(
-            (name, _to_series(name, *res)) for (name, _), res in zip(counts, results, strict=True)
+            (name, to_series(name, *res)) for (name, _), res in zip(counts, results, strict=True)
         )
     if edge:
         # Pick rows, then gather them from the column itself: any dtype works. Ties
         # on (event_ts, created_ts) go by the values' order (``_ties``).
-        rows = np.arange(len(series), dtype=np.int64)
+        rows = _memory.empty(len(series), np.int64)
+        rows[:] = np.arange(len(series), dtype=np.int64)
         picked = aggregate_column(
             work,
             values=rows,
@@ -274,13 +293,13 @@ def _aggregate_source(
             value_rank=_ranker(series, obj=obj),
         )
         for (name, _), (idx, ok) in zip(edge, picked, strict=True):
-            out[name] = series.gather(_to_series("idx", idx, ok)).alias(name)
+            out[name] = series.gather(to_series("idx", idx, ok)).alias(name)
     if not other:
         return out
     values, decode = _numeric(series, obj=obj)
     results = aggregate_column(work, values=values, valid=valid, specs=[s for _, s in other])
     for (name, spec), (vals, ok) in zip(other, results, strict=True):
-        s = _to_series(name, vals, ok)
+        s = to_series(name, vals, ok)
         if spec.function in ("min", "max") and decode is not None:
             s = decode(s).alias(name)
         out[name] = s
@@ -320,9 +339,9 @@ def _numeric(series: pl.Series, *, obj: str) -> tuple[np.ndarray, Decode | None]
                 field=series.name,
                 hint="Cast to pl.Float64 or an integer type",
             )
-        return series.fill_null(False if dt == pl.Boolean else 0).to_numpy(), None
+        return _filled(series, False if dt == pl.Boolean else 0).to_numpy(), None
     if dt.is_temporal():
-        phys = series.to_physical().fill_null(0).to_numpy()
+        phys = _filled(series.to_physical()).to_numpy()
         return phys, lambda s: s.cast(dt)
     if dt == pl.String or dt == pl.Binary or isinstance(dt, pl.Categorical | pl.Enum):
         text = series.cast(pl.String) if dt != pl.Binary else series
@@ -339,7 +358,33 @@ def _numeric(series: pl.Series, *, obj: str) -> tuple[np.ndarray, Decode | None]
     )
 
 
-def _to_series(name: str, values: np.ndarray, valid: np.ndarray) -> pl.Series:
-    if values.dtype.kind == "O":
-        return pl.Series(name, [v if ok else None for v, ok in zip(values, valid, strict=True)])
-    return pl.Series(name, pa.array(values, mask=~valid))
+class _SeriesMaker:
+    """Polars columns from the kernels' ``(values, valid)`` results.
+
+    Numbers are wrapped without a copy (the kernels' arrays are this call's own),
+    with an Arrow validity bitmap built once per ``valid`` array: every function
+    over one window shares the window's validity (count > 0), so twelve features
+    over three windows pack three bitmaps, not twelve masks.
+    """
+
+    def __init__(self) -> None:
+        # id(valid) -> (valid, null count, bitmap); valid is kept so its id stays unique.
+        self._bitmaps: dict[int, tuple[np.ndarray, int, pa.Buffer | None]] = {}
+
+    def __call__(self, name: str, values: np.ndarray, valid: np.ndarray) -> pl.Series:
+        if values.dtype.kind == "O":
+            return pl.Series(name, [v if ok else None for v, ok in zip(values, valid, strict=True)])
+        if values.dtype.kind not in "iuf" or not values.flags.c_contiguous:
+            return pl.Series(name, pa.array(values, mask=~valid))
+        if id(valid) not in self._bitmaps:
+            nulls = len(valid) - int(np.count_nonzero(valid))
+            bits = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
+            self._bitmaps[id(valid)] = (valid, nulls, bits)
+        _, nulls, bits = self._bitmaps[id(valid)]
+        arrow = pa.Array.from_buffers(
+            pa.from_numpy_dtype(values.dtype),
+            len(values),
+            [bits, pa.py_buffer(values)],
+            null_count=nulls,
+        )
+        return pl.Series(name, arrow)

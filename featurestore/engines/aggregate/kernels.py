@@ -9,13 +9,20 @@ scan (``_scan``)
     One pass over the events (ascending runs of keys merged by key, input order
     within a key), adding each into the queries of its key whose window holds it:
     O(n + pairs x windows), with pairs = sum over keys of events x queries. Chosen
-    when pairs is small (a training spine with a few rows per entity) and the
-    events come ordered by key (a table sorted by key).
+    for small inputs only (``_workload.SCAN_MAX_ROWS``, where building no layout
+    pays) when pairs is small and the events come ordered by key.
 sorted (``_sorted``)
-    A stable counting sort of the events by key, a sort of only the key groups
+    A stable counting sort of the events by key (none when the input is already
+    sorted by key and time: it is then the layout), a sort of only the key groups
     not already in (event_ts, created_ts, position) order, then binary searches
     per query and window, prefix sums and trees: O(n + q log n) whatever the
-    pairs. Always used for ``count_distinct``.
+    pairs. count, sum, mean, min and max of all windows of a column come from one
+    fused pass over the queries (``_functions.window_stats``). Always used for
+    ``count_distinct``, and for every input above the scan's size.
+
+The large steps run on all threads (``_parallel``: as many as Polars uses, one
+below ~128k rows) and write into arrays from Arrow's memory pool (``_memory``), so
+repeated calls do not pay page faults for their scratch memory.
 
 Float results: the sorted path sums windows of at most ``direct_max`` events
 (default 64) directly in (event_ts, created_ts, position) order, the reference's
@@ -47,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from featurestore.engines import _memory
 from featurestore.engines.aggregate._scan_driver import scan_raw
 from featurestore.engines.aggregate._sorted import SortedColumn
 from featurestore.engines.aggregate._workload import Strategy, Values, Workload, int64_array
@@ -95,28 +103,49 @@ def aggregate_column(
         ):
             raws[i] = raw
     col: SortedColumn | None = None
+    rest = [spec for spec, raw in zip(specs, raws, strict=True) if raw is None]
+    if rest:
+        col = SortedColumn(work, vals)
+        col.window_stats(rest, direct_max)
     for i, spec in enumerate(specs):
-        if raws[i] is None:
-            col = col or SortedColumn(work, vals)
+        if raws[i] is None and col is not None:
             raws[i] = col.raw(spec, direct_max)
+    valid_of: dict[int, np.ndarray] = {}
     return [
-        _finish(spec, raw, vals) for spec, raw in zip(specs, raws, strict=True) if raw is not None
+        _finish(spec, raw, vals, valid_of)
+        for spec, raw in zip(specs, raws, strict=True)
+        if raw is not None
     ]
 
 
 def _finish(
-    spec: WindowSpec, raw: dict[str, np.ndarray], vals: Values
+    spec: WindowSpec, raw: dict[str, np.ndarray], vals: Values, valid_of: dict[int, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
+    """The values and validity of one spec (as ``state.finalize``), from the partial
+    results of this call alone: they are returned as they are, not copied, and
+    specs over the same window share one validity array (``valid_of``, keyed by
+    the id of the window's counts) so that ``asof`` packs it once."""
     f = spec.function
-    if f == "count":
-        return raw["n"].copy(), np.ones(len(raw["n"]), bool)
-    if f == "count_distinct":
-        return raw["count"], np.ones(len(raw["count"]), bool)
+    if f in ("count", "count_distinct"):
+        counts = raw["n" if f == "count" else "count"]
+        if -1 not in valid_of:
+            valid_of[-1] = _memory.full(len(counts), True, np.bool_)
+        return counts, valid_of[-1]
     if f in ("first", "last"):
         return vals.gather(raw["pos"])
+    n = raw["n"]
+    if id(n) not in valid_of:
+        valid_of[id(n)] = np.greater(n, 0, out=_memory.empty(len(n), np.bool_))
+    ok = valid_of[id(n)]
     if f in ("min", "max"):
-        ok = raw["n"] > 0
         return vals.decode_best(raw["best"], ok), ok
+    if f == "sum":
+        return raw["total"], ok
+    if f == "mean":
+        # A window without values has total 0, so dividing by max(n, 1) gives the
+        # 0 that null outputs hold, with no masked (slow) division.
+        at_least_1 = np.maximum(n, 1, out=_memory.empty(len(n), np.int64))
+        return np.divide(raw["total"], at_least_1, out=_memory.empty(len(n), np.float64)), ok
     return finalize(States(f, vals.dtype, raw))  # type: ignore[arg-type]
 
 

@@ -9,7 +9,6 @@ gathers the chosen rows' features. No feature table is sorted: see ``kernel.py``
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from featurestore._time import from_us, utc_column
+from featurestore.engines import _parallel
 from featurestore.engines.pit import kernel
 from featurestore.engines.pit.keys import KeyTable, key_table, lookup
 from featurestore.errors import DataError
@@ -346,9 +346,7 @@ class _KeyCodes:
 def _threads(n_rows: int) -> int:
     """Kernel threads for a view of ``n_rows`` rows: as many as Polars uses
     (``POLARS_MAX_THREADS``), one for small views."""
-    if n_rows < _PARALLEL_ROWS:
-        return 1
-    return max(1, min(pl.thread_pool_size(), os.cpu_count() or 1))
+    return 1 if n_rows < _PARALLEL_ROWS else _parallel.threads()
 
 
 def _int64_series(column: pl.Series) -> pl.Series:

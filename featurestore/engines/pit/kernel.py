@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 
+from featurestore.engines import _parallel
 from featurestore.engines.pit.keys import KeyTable, code_of, frozen, key_table
 
 INT64_MIN = np.iinfo(np.int64).min
@@ -390,16 +390,17 @@ def point_in_time(
                 *fields,
             )
 
-    key_jobs = [(tree, lane.batches, lane.first_code, lane.end_code) for lane in lanes]
+    Job = tuple[np.ndarray, Iterable[Batch], int, int]
+    key_jobs: list[Job] = [(tree, lane.batches, lane.first_code, lane.end_code) for lane in lanes]
     trees = [tree] + [_new_tree(spine.shape[0]) for _ in row_lanes[1:]]
-    row_jobs = [(trees[i], batches, 0, INT64_MAX) for i, batches in enumerate(row_lanes)]
+    row_jobs: list[Job] = [(trees[i], b, 0, INT64_MAX) for i, b in enumerate(row_lanes)]
     for jobs in (key_jobs, row_jobs):
-        if len(jobs) == 1:
-            run(*jobs[0])
-        elif jobs:
-            with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="fs-pit") as pool:
-                for done in [pool.submit(run, *job) for job in jobs]:
-                    done.result()
+        # Job i is the part (i, i + 1): the first on this thread, the others on the
+        # engines' kernel pool.
+        def job(i: int, _: int, jobs: list[Job] = jobs) -> None:
+            run(*jobs[i])
+
+        _parallel.run(job, np.arange(len(jobs) + 1))
     for other in trees[1:]:
         _merge_tree(tree, other)
     return _finish(tree, spine, n_spine)

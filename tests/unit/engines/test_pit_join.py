@@ -349,8 +349,7 @@ def test_partitions_sorted_by_key_take_the_blocked_path(monkeypatch):
     # On threads: 2 and 3 lanes cut on block edges (and 64, more than the blocks).
     monkeypatch.setattr(join, "_PARALLEL_ROWS", 0)
     for threads in (2, 3, 64):
-        monkeypatch.setattr(join.pl, "thread_pool_size", lambda threads=threads: threads)
-        monkeypatch.setattr(join.os, "cpu_count", lambda threads=threads: threads)
+        monkeypatch.setattr(join._parallel, "threads", lambda threads=threads: threads)
         codes = join._KeyCodes(spine, ("k",), 10**6, None)
         key_lanes, row_lanes = join._ViewRows(views[0], rows, codes).lanes(
             join._threads(rows.height)
