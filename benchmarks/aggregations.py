@@ -23,7 +23,9 @@ relative). Times are the best of ``--repeats`` runs after a warm-up run, per
 engine. ``--write-results`` records them in benchmarks/RESULTS.md, with the load
 average at the start (the machine is shared: compare figures of one run only).
 
-Run: ``NUMBA_CACHE_DIR=/tmp/featurestore-numba python benchmarks/aggregations.py``
+Run: ``NUMBA_CACHE_DIR=/tmp/featurestore-numba python benchmarks/aggregations.py``;
+``--scale 10`` multiplies events, keys and spine rows by 10 (``--peers polars-join``
+keeps the run short: the window formulations take minutes there).
 """
 
 from __future__ import annotations
@@ -257,16 +259,21 @@ def write_results(text: str) -> None:
 OURS = {"featurestore": "auto", "featurestore-scan": "scan", "featurestore-sorted": "sorted"}
 
 
-def run_layout(events: pl.DataFrame, spine: pl.DataFrame, repeats: int) -> dict[str, float]:
+PEERS: dict[str, Callable[[pl.DataFrame, pl.DataFrame], pl.DataFrame]] = {
+    "polars-rolling": polars_rolling,
+    "polars-join": polars_join,
+    "duckdb-window": duckdb_window,
+    "duckdb-join": duckdb_join,
+}
+
+
+def run_layout(
+    events: pl.DataFrame, spine: pl.DataFrame, repeats: int, peers: list[str]
+) -> dict[str, float]:
     runners: dict[str, Callable[[], pl.DataFrame]] = {
         name: (lambda s=strategy: ours(events, spine, s)) for name, strategy in OURS.items()
     }
-    runners |= {
-        "polars-rolling": lambda: polars_rolling(events, spine),
-        "polars-join": lambda: polars_join(events, spine),
-        "duckdb-window": lambda: duckdb_window(events, spine),
-        "duckdb-join": lambda: duckdb_join(events, spine),
-    }
+    runners |= {name: (lambda f=PEERS[name]: f(events, spine)) for name in peers}
     times, outputs = timed(runners, repeats)
     for name, out in outputs.items():
         if name != "featurestore":
@@ -279,18 +286,33 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--spine", type=int, default=100_000)
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiplies --events, --keys and --spine"
+    )
+    parser.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        help=f"comma-separated peers to run (default all: {','.join(PEERS)})",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--layout", choices=[*LAYOUTS, "all"], default="all")
     parser.add_argument("--write-results", action="store_true")
     args = parser.parse_args()
+    args.events, args.keys, args.spine = (
+        round(n * args.scale) for n in (args.events, args.keys, args.spine)
+    )
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    unknown = sorted(set(peers) - set(PEERS))
+    if unknown or not peers:
+        raise SystemExit(f"--peers: unknown {unknown}; choose from {', '.join(PEERS)}")
 
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     events, spine = make_data(args.events, args.keys, args.spine, args.seed)
     layouts = list(LAYOUTS) if args.layout == "all" else [args.layout]
     results: dict[str, dict[str, float]] = {}
     for layout in layouts:
-        results[layout] = run_layout(LAYOUTS[layout](events), spine, args.repeats)
+        results[layout] = run_layout(LAYOUTS[layout](events), spine, args.repeats, peers)
         print(f"\n{layout} layout: all engines agree (1e-9 relative)")
         for name, t in results[layout].items():
             print(f"{name:>20}: {t * 1000:8.1f} ms")
@@ -333,7 +355,8 @@ def report(
 - command: `{cmd}`
 - machine: {machine()}; load average at start {load}
 - date: {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}; {versions}
-- workload: {args.events:,} events, {args.keys:,} keys, 30 days; {args.spine:,}-row spine;
+- workload (scale {args.scale:g}): {args.events:,} events, {args.keys:,} keys, 30 days;
+  {args.spine:,}-row spine;
   sum/count/mean/max over 1h/1d/7d (12 features); best of {args.repeats} runs after a
   warm-up, per engine; all engines agree within 1e-9 relative
 
