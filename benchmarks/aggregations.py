@@ -349,8 +349,9 @@ def report(
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     cmd = " ".join(["python", "benchmarks/aggregations.py", *sys.argv[1:]])
     table = "\n".join([head, rule, *rows])
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
-        f"""{SECTION}
+        f"""### {stamp}: scale {args.scale:g}
 
 - command: `{cmd}`
 - machine: {machine()}; load average at start {load}
