@@ -179,12 +179,22 @@ def scatter(codes: np.ndarray, k0: int, k1: int, fill: np.ndarray, order: np.nda
     would bounce between the cores on every event.
     """
     for i in range(len(codes)):
-        k = codes[i]
-        mine = (k >= k0) & (k < k1)
-        slot = k + SPARE if mine else i & (SPARE - 1)
-        f = fill[slot]
-        order[f] = i
-        fill[slot] = f + mine
+        _place(codes, i, k0, k1, fill, order)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _place(
+    codes: np.ndarray, i: int, k0: int, k1: int, fill: np.ndarray, order: np.ndarray
+) -> None:
+    """Event ``i`` into its key's next place when its code is in ``k0..k1``; other
+    events go to one of ``SPARE`` scratch slots (written, never read), which keeps
+    the loop free of a data-dependent branch."""
+    k = codes[i]
+    mine = (k >= k0) & (k < k1)
+    slot = k + SPARE if mine else i & (SPARE - 1)
+    f = fill[slot]
+    order[f] = i
+    fill[slot] = f + mine
 
 
 @njit(nogil=True, cache=True)
@@ -200,12 +210,7 @@ def scatter_runs(
         lo = _first_code_at_least(codes, n_keys, runs[r], runs[r + 1], k0)
         hi = _first_code_at_least(codes, n_keys, lo, runs[r + 1], k1)
         for i in range(lo, hi):
-            k = codes[i]
-            mine = (k >= k0) & (k < k1)
-            slot = k + SPARE if mine else i & (SPARE - 1)
-            f = fill[slot]
-            order[f] = i
-            fill[slot] = f + mine
+            _place(codes, i, k0, k1, fill, order)
 
 
 @njit(nogil=True, cache=True)

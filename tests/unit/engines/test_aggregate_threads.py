@@ -6,8 +6,6 @@ and the direct-sum threshold at 0, 2 and 64."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -16,18 +14,9 @@ from featurestore.engines.aggregate import _sorted
 from featurestore.engines.aggregate.kernels import aggregate_asof
 from featurestore.engines.aggregate.reference import reference_aggregate
 from featurestore.engines.aggregate.spec import AGG_FUNCTIONS, WindowSpec
+from tests.unit.engines.test_aggregate_kernels import same
 
 WINDOWS = ((None, None), (10, None), (25, 7), (3, None))
-
-
-def _same(a: object, b: object, *, exact: bool) -> bool:
-    if isinstance(a, float) and isinstance(b, float):
-        if math.isnan(a) or math.isnan(b):
-            return math.isnan(a) and math.isnan(b)
-        if exact or math.isinf(a) or math.isinf(b):
-            return a == b
-        return abs(a - b) <= 1e-9 * max(abs(a), abs(b))
-    return a == b
 
 
 def _case(rng: np.random.Generator, layout: str) -> dict[str, object]:
@@ -78,7 +67,7 @@ def test_parts_on_threads_match_the_reference(monkeypatch, parts: int, layout: s
                 assert ok.tolist() == list(ref_ok), spec
                 for a, b, present in zip(values.tolist(), ref_values, ref_ok, strict=True):
                     if present:
-                        assert _same(a, b, exact=direct_max >= n), (spec, a, b)
+                        assert same(a, b, exact=direct_max >= n), (spec, a, b)
 
 
 def test_cuts_follow_threads_and_the_smallest_part(monkeypatch) -> None:
