@@ -104,6 +104,23 @@ def _warm_pit() -> None:
         ttl_us=None,
     )
     point_in_time_join(spine, timestamp="timestamp", views=[view])
+    # Rows in no key order on two threads: row lanes with trees of their own, merged.
+    import numpy as np
+
+    from featurestore.engines.pit import kernel
+
+    codes = np.array([0, 1, 0], dtype=np.int64)
+    index = kernel.prepare_spine(codes, spine_ts=np.array([5, 5, 9]), n_codes=2)
+    times = np.array([1, 2, 3], dtype=np.int64)
+    batch = (0, codes, times, times, False)
+    kernel.point_in_time(
+        [],
+        row_lanes=[[batch], [batch]],
+        spine_index=index,
+        n_spine=3,
+        ttl_us=-1,
+        as_of_known_time=False,
+    )
 
 
 def _warm_aggregates() -> None:

@@ -352,7 +352,8 @@ def point_in_time(
     that keeps the spine's working set in cache. Every row must come at least once;
     a row offered twice changes nothing.
 
-    Two kinds of lanes run on threads, one thread per lane:
+    Two kinds of lanes run on the engines' kernel pool (``engines._parallel``: as
+    many at once as Polars has threads, the calling thread included):
 
     - ``lanes`` own disjoint code ranges and share one segment tree (see the module
       docstring); a lane skips rows of codes it does not own.
