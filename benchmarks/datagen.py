@@ -10,7 +10,10 @@ sorted by (driver_id, event_ts, created_ts), which is how the offline store lays
 rows out. They live under ``benchmarks/.data/`` (git-ignored) and are reused when
 present. Within a view, no two rows share (driver_id, event_ts): the comparison
 engines (Polars ``join_asof``, DuckDB ``ASOF JOIN``) order by event time only, so
-their answer is only defined without such ties.
+their answer is only defined without such ties. ``corrections=0.02`` adds, for 2%
+of the rows, a correction: the same key and event time, created up to 10 minutes
+later, with other values (the workload issue 18 measured); only formulations that
+order by created_ts too (or dedup with ``max_by``) are correct on that data.
 
 Run ``python benchmarks/datagen.py --scale 1`` to build the data ahead of time.
 """
@@ -81,8 +84,9 @@ def _utc(us: np.ndarray) -> pl.Series:
     return pl.Series(us, dtype=pl.Int64).cast(pl.Datetime("us", "UTC"))
 
 
-def make_view(spec: ViewSpec, scale: float) -> pl.DataFrame:
-    """One view's rows, sorted by (event_date, driver_id, event_ts, created_ts)."""
+def make_view(spec: ViewSpec, scale: float, corrections: float = 0.0) -> pl.DataFrame:
+    """One view's rows, sorted by (event_date, driver_id, event_ts, created_ts), with
+    ``corrections`` (a share of the rows) same-time corrections added."""
     sz = sizes(scale)
     rng = np.random.default_rng(spec.seed)
     key = rng.integers(0, sz.keys, sz.rows_per_view, dtype=np.int64)
@@ -95,6 +99,13 @@ def make_view(spec: ViewSpec, scale: float) -> pl.DataFrame:
     key, event = key[keep], event[keep]
     n = key.size
     created = event + rng.integers(0, 300 * 1_000_000, n, dtype=np.int64)
+    if corrections > 0:
+        pick = rng.choice(n, round(corrections * n), replace=False)
+        later = rng.integers(1_000_000, 600 * 1_000_000, pick.size, dtype=np.int64)
+        key = np.concatenate([key, key[pick]])
+        event = np.concatenate([event, event[pick]])
+        created = np.concatenate([created, created[pick] + later])
+        n = key.size
     cols: dict[str, pl.Series] = {
         "driver_id": pl.Series(key),
         "event_ts": _utc(event),
@@ -135,15 +146,16 @@ class Paths:
     views: dict[str, Path]
 
 
-def _scale_dir(scale: float) -> Path:
-    return DATA_ROOT / f"v{FORMAT_VERSION}" / f"scale_{scale:g}"
+def _scale_dir(scale: float, corrections: float = 0.0) -> Path:
+    suffix = f"_corrections_{corrections:g}" if corrections > 0 else ""
+    return DATA_ROOT / f"v{FORMAT_VERSION}" / f"scale_{scale:g}{suffix}"
 
 
-def ensure_data(scale: float, *, rebuild: bool = False) -> Paths:
+def ensure_data(scale: float, *, rebuild: bool = False, corrections: float = 0.0) -> Paths:
     """Write the spine (Parquet) and both views (Delta) for ``scale`` unless present."""
     from deltalake import write_deltalake
 
-    root = _scale_dir(scale)
+    root = _scale_dir(scale, corrections)
     paths = Paths(
         root=root,
         spine=root / "spine.parquet",
@@ -160,7 +172,9 @@ def ensure_data(scale: float, *, rebuild: bool = False) -> Paths:
         # Rows are already in (event_date, key, event_ts, created_ts) order, so each
         # date partition is written sorted, as the offline store writes it.
         write_deltalake(
-            str(paths.views[spec.name]), make_view(spec, scale), partition_by=["event_date"]
+            str(paths.views[spec.name]),
+            make_view(spec, scale, corrections),
+            partition_by=["event_date"],
         )
     done.write_text("ok\n")
     return paths
