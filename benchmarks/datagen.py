@@ -184,8 +184,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--corrections", type=float, default=0.0, help="e.g. 0.02")
     args = parser.parse_args()
-    paths = ensure_data(args.scale, rebuild=args.rebuild)
+    paths = ensure_data(args.scale, rebuild=args.rebuild, corrections=args.corrections)
     print(f"data for scale {args.scale:g} in {paths.root}")
 
 
