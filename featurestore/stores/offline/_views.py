@@ -267,9 +267,7 @@ def _merge(
     # between its merge commit and this rewrite: a re-run that merges nothing new
     # still puts them back in order (self-healing; `compact` does the whole table).
     split = after.filter(pl.col(EVENT_DATE).is_in(pl.Series(dates, dtype=pl.Date).implode()))
-    touched |= set(
-        split.group_by(EVENT_DATE).len().filter(pl.col("len") > 1)[EVENT_DATE].to_list()
-    )
+    touched |= set(split.group_by(EVENT_DATE).len().filter(pl.col("len") > 1)[EVENT_DATE].to_list())
     if touched:
         _rewrite.rewrite_sorted(
             table, dates=sorted(touched), sort_by=spec.sort_by, storage_options=storage_options

@@ -97,6 +97,22 @@ def read_by_key(
     return out
 
 
+def unlink_entities(
+    schema: OnlineViewSchema,
+    entity_keys: Mapping[str, Sequence[Any]],
+    unlink: Callable[..., Any],
+) -> int:
+    """UNLINK the records of these entities, 1000 keys per call (``unlink``: the
+    client's, or the cluster client's, which splits by slot); returns how many
+    existed. Shared by the single-node and the cluster store."""
+    codec = codec_for(schema)
+    found = codec.entities_for(
+        ReadRequest(schema, entity_keys), prefix=codec.key_prefix, suffix=codec.key_suffix
+    )
+    keys = sorted({k for k in found if k is not None})
+    return sum(int(unlink(*keys[a : a + 1000])) for a in range(0, len(keys), 1000))
+
+
 class RedisOnlineStore:
     """Records in Redis at ``url`` (``redis://[:password@]host:port/db``).
 
@@ -209,16 +225,8 @@ class RedisOnlineStore:
     def delete_entities(
         self, schema: OnlineViewSchema, entity_keys: Mapping[str, Sequence[Any]]
     ) -> int:
-        codec = codec_for(schema)
-        found = codec.entities_for(
-            ReadRequest(schema, entity_keys), prefix=codec.key_prefix, suffix=codec.key_suffix
-        )
-        keys = sorted({k for k in found if k is not None})
-        deleted = 0
         with self._errors("delete_entities", schema):
-            for start in range(0, len(keys), 1000):
-                deleted += int(self._client.unlink(*keys[start : start + 1000]))
-        return deleted
+            return unlink_entities(schema, entity_keys, self._client.unlink)
 
     def ping(self) -> None:
         with self._errors("ping"):

@@ -68,6 +68,7 @@ from featurestore.stores.online.redis import (
     _glob_escape,
     _pack,
     read_by_key,
+    unlink_entities,
     write_prepared,
 )
 from featurestore.stores.online.redis_cas import FreshHint, send_calls
@@ -292,17 +293,8 @@ class RedisClusterOnlineStore:
     def delete_entities(
         self, schema: OnlineViewSchema, entity_keys: Mapping[str, Sequence[Any]]
     ) -> int:
-        codec = codec_for(schema)
-        found = codec.entities_for(
-            ReadRequest(schema, entity_keys), prefix=codec.key_prefix, suffix=codec.key_suffix
-        )
-        keys = sorted({k for k in found if k is not None})
-        deleted = 0
         with self._errors("delete_entities", schema):
-            cluster = self._cluster()
-            for start in range(0, len(keys), 1000):
-                deleted += int(cluster.unlink(*keys[start : start + 1000]))
-        return deleted
+            return unlink_entities(schema, entity_keys, self._cluster().unlink)
 
     def ping(self) -> None:
         with self._errors("ping"):
