@@ -8,10 +8,11 @@ The feature-log tables an audit would read are listed with the command for each.
 
 from __future__ import annotations
 
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from featurestore.api.catalog import offline_table
+from featurestore.api.feature_log import LOGS_PREFIX
 from featurestore.audit.saved import list_reports, load_report
 from featurestore.server.errors import HttpProblem
 from featurestore.ui.access import Visibility
@@ -21,50 +22,46 @@ if TYPE_CHECKING:
     from featurestore.api.store import FeatureStore
     from featurestore.audit.report import AuditReport
 
-LOGS = "_feature_logs"
 
-
-def _log_tables(store: FeatureStore) -> list[str]:
-    root = store.settings.offline_root
-    if "://" in root and not root.startswith("file://"):
-        return []
-    folder = Path(root.removeprefix("file://")) / LOGS
-    if not folder.is_dir():
-        return []
-    return [f"{LOGS}/{p.name}" for p in sorted(folder.iterdir()) if (p / "_delta_log").is_dir()]
+def _to_second(stamp: datetime) -> str:
+    """A UTC time to the second: microseconds only clutter the tables."""
+    return f"{stamp.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
 def skew(store: FeatureStore, vis: Visibility) -> dict[str, Any]:
     head, plan = head_plan(store)
     services = {o.name for o in plan.of_kind("feature_service")}
     logs = []
-    for table in _log_tables(store):
-        name = table.removeprefix(f"{LOGS}/")
+    for table in store.offline.tables_under(LOGS_PREFIX):
+        name = table.removeprefix(f"{LOGS_PREFIX}/")
         if name in services and not vis.sees("feature_service", name):
             continue
         if name in services:
             command = f"featurestore skew audit -s {name} --html skew-{name}.html"
         else:
             command = f"featurestore skew audit --log-table {table} --html skew.html"
+        stats = offline_table(store.offline, table)
+        if stats.get("last_commit"):
+            stats["last_commit"] = _to_second(datetime.fromisoformat(stats["last_commit"]))
         logs.append(
             {
                 "table": table,
                 "service": name if name in services else None,
-                "stats": offline_table(store.offline, table),
+                "stats": stats,
                 "command": command,
             }
         )
     example = next((s for s in sorted(services) if vis.sees("feature_service", s)), "SERVICE")
     runs = [r for r in list_reports(store.offline) if _visible(r["table"], services, vis)]
-    for r in runs:  # to the second, in UTC: microseconds only clutter the table
-        r["run_at"] = f"{r['run_at']:%Y-%m-%d %H:%M:%S} UTC"
+    for r in runs:
+        r["run_at"] = _to_second(r["run_at"])
     return {"registry_version": head, "logs": logs, "example_service": example, "runs": runs}
 
 
 def _visible(table: str, services: set[str], vis: Visibility) -> bool:
     """A run of a service's log is shown to keys that may see the service; a run of an
     ad-hoc log only when everything is visible."""
-    name = table.removeprefix(f"{LOGS}/")
+    name = table.removeprefix(f"{LOGS_PREFIX}/")
     return vis.sees("feature_service", name) if name in services else vis.sees_everything
 
 
